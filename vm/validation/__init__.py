@@ -1,0 +1,5 @@
+"""Validation (spec chapter 3): ``validate_module`` accepts a decoded module or raises InvalidError."""
+
+from vm.validation.validator import validate_module
+
+__all__ = ["validate_module"]
