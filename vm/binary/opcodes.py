@@ -1,7 +1,10 @@
 """Opcode numbers, names and immediate kinds (spec 5.4).
 
 Prefixed instructions get one int each: ``0xFC n`` is ``0xFC000 + n`` and ``0xFD n`` (SIMD) is
-``0xFD000 + n``. The immediate stored in an instruction tuple depends on ``IMM``:
+``0xFD000 + n``. ``NAMES`` and ``IMM`` cover the non-SIMD instructions, from which other modules
+derive scalar signatures and handlers by name; the SIMD instructions are in ``SIMD_NAMES`` and
+``SIMD_IMM``. ``BY_NAME`` and :func:`name` cover both. The immediate stored in an instruction
+tuple depends on ``IMM`` / ``SIMD_IMM``:
 
 ====================  ==========================================================================
 kind                  immediate
@@ -15,7 +18,7 @@ kind                  immediate
 ``select_t``          tuple of value types (the typed ``select``)
 ``local`` ``global``  index
 ``table``             table index
-``memarg``            ``(align_exponent, offset)``
+``memarg``            ``(align_exponent, offset)``; also the v128 loads and stores without a lane
 ``memory``            ``None`` (the reserved memory index byte was checked to be 0)
 ``i32`` ``i64``       the constant as an unsigned bit pattern (0 <= v < 2**32 / 2**64)
 ``f32`` ``f64``       the constant's raw IEEE-754 bits as an unsigned int
@@ -24,6 +27,10 @@ kind                  immediate
 ``elem``              element segment index
 ``table_init``        ``(elem_index, table_index)``
 ``table_copy``        ``(dst_table, src_table)``
+``v128``              ``v128.const``: the 16 bytes as an unsigned little-endian int
+``shuffle``           ``i8x16.shuffle``: tuple of 16 lane indices
+``lane``              ``extract_lane`` / ``replace_lane``: lane index (int)
+``memarg_lane``       ``v128.loadN_lane`` / ``storeN_lane``: ``(align_exponent, offset, lane)``
 ====================  ==========================================================================
 """
 
@@ -144,6 +151,84 @@ BY_NAME: dict[str, int] = {name: op for op, name, _ in _TABLE}
 for _op, _name, _ in _TABLE:
     globals()[_name.upper().replace(".", "_")] = _op
 
+# The SIMD instructions 0xFD 0x00..0xFF, listed by name in opcode order; "-" marks the opcodes the
+# spec leaves unassigned.
+_SIMD = """
+v128.load v128.load8x8_s v128.load8x8_u v128.load16x4_s v128.load16x4_u v128.load32x2_s
+v128.load32x2_u v128.load8_splat v128.load16_splat v128.load32_splat v128.load64_splat
+v128.store v128.const i8x16.shuffle i8x16.swizzle i8x16.splat i16x8.splat i32x4.splat
+i64x2.splat f32x4.splat f64x2.splat i8x16.extract_lane_s i8x16.extract_lane_u
+i8x16.replace_lane i16x8.extract_lane_s i16x8.extract_lane_u i16x8.replace_lane
+i32x4.extract_lane i32x4.replace_lane i64x2.extract_lane i64x2.replace_lane
+f32x4.extract_lane f32x4.replace_lane f64x2.extract_lane f64x2.replace_lane
+i8x16.eq i8x16.ne i8x16.lt_s i8x16.lt_u i8x16.gt_s i8x16.gt_u i8x16.le_s i8x16.le_u
+i8x16.ge_s i8x16.ge_u i16x8.eq i16x8.ne i16x8.lt_s i16x8.lt_u i16x8.gt_s i16x8.gt_u
+i16x8.le_s i16x8.le_u i16x8.ge_s i16x8.ge_u i32x4.eq i32x4.ne i32x4.lt_s i32x4.lt_u
+i32x4.gt_s i32x4.gt_u i32x4.le_s i32x4.le_u i32x4.ge_s i32x4.ge_u
+f32x4.eq f32x4.ne f32x4.lt f32x4.gt f32x4.le f32x4.ge
+f64x2.eq f64x2.ne f64x2.lt f64x2.gt f64x2.le f64x2.ge
+v128.not v128.and v128.andnot v128.or v128.xor v128.bitselect v128.any_true
+v128.load8_lane v128.load16_lane v128.load32_lane v128.load64_lane
+v128.store8_lane v128.store16_lane v128.store32_lane v128.store64_lane
+v128.load32_zero v128.load64_zero f32x4.demote_f64x2_zero f64x2.promote_low_f32x4
+i8x16.abs i8x16.neg i8x16.popcnt i8x16.all_true i8x16.bitmask i8x16.narrow_i16x8_s
+i8x16.narrow_i16x8_u f32x4.ceil f32x4.floor f32x4.trunc f32x4.nearest
+i8x16.shl i8x16.shr_s i8x16.shr_u i8x16.add i8x16.add_sat_s i8x16.add_sat_u
+i8x16.sub i8x16.sub_sat_s i8x16.sub_sat_u f64x2.ceil f64x2.floor
+i8x16.min_s i8x16.min_u i8x16.max_s i8x16.max_u f64x2.trunc i8x16.avgr_u
+i16x8.extadd_pairwise_i8x16_s i16x8.extadd_pairwise_i8x16_u
+i32x4.extadd_pairwise_i16x8_s i32x4.extadd_pairwise_i16x8_u
+i16x8.abs i16x8.neg i16x8.q15mulr_sat_s i16x8.all_true i16x8.bitmask
+i16x8.narrow_i32x4_s i16x8.narrow_i32x4_u i16x8.extend_low_i8x16_s i16x8.extend_high_i8x16_s
+i16x8.extend_low_i8x16_u i16x8.extend_high_i8x16_u
+i16x8.shl i16x8.shr_s i16x8.shr_u i16x8.add i16x8.add_sat_s i16x8.add_sat_u
+i16x8.sub i16x8.sub_sat_s i16x8.sub_sat_u f64x2.nearest
+i16x8.mul i16x8.min_s i16x8.min_u i16x8.max_s i16x8.max_u - i16x8.avgr_u
+i16x8.extmul_low_i8x16_s i16x8.extmul_high_i8x16_s
+i16x8.extmul_low_i8x16_u i16x8.extmul_high_i8x16_u
+i32x4.abs i32x4.neg - i32x4.all_true i32x4.bitmask - -
+i32x4.extend_low_i16x8_s i32x4.extend_high_i16x8_s
+i32x4.extend_low_i16x8_u i32x4.extend_high_i16x8_u
+i32x4.shl i32x4.shr_s i32x4.shr_u i32x4.add - - i32x4.sub - - -
+i32x4.mul i32x4.min_s i32x4.min_u i32x4.max_s i32x4.max_u i32x4.dot_i16x8_s -
+i32x4.extmul_low_i16x8_s i32x4.extmul_high_i16x8_s
+i32x4.extmul_low_i16x8_u i32x4.extmul_high_i16x8_u
+i64x2.abs i64x2.neg - i64x2.all_true i64x2.bitmask - -
+i64x2.extend_low_i32x4_s i64x2.extend_high_i32x4_s
+i64x2.extend_low_i32x4_u i64x2.extend_high_i32x4_u
+i64x2.shl i64x2.shr_s i64x2.shr_u i64x2.add - - i64x2.sub - - - i64x2.mul
+i64x2.eq i64x2.ne i64x2.lt_s i64x2.gt_s i64x2.le_s i64x2.ge_s
+i64x2.extmul_low_i32x4_s i64x2.extmul_high_i32x4_s
+i64x2.extmul_low_i32x4_u i64x2.extmul_high_i32x4_u
+f32x4.abs f32x4.neg - f32x4.sqrt f32x4.add f32x4.sub f32x4.mul f32x4.div
+f32x4.min f32x4.max f32x4.pmin f32x4.pmax
+f64x2.abs f64x2.neg - f64x2.sqrt f64x2.add f64x2.sub f64x2.mul f64x2.div
+f64x2.min f64x2.max f64x2.pmin f64x2.pmax
+i32x4.trunc_sat_f32x4_s i32x4.trunc_sat_f32x4_u f32x4.convert_i32x4_s f32x4.convert_i32x4_u
+i32x4.trunc_sat_f64x2_s_zero i32x4.trunc_sat_f64x2_u_zero
+f64x2.convert_low_i32x4_s f64x2.convert_low_i32x4_u
+""".split()
+
+
+def _simd_kind(simd_name: str) -> str:
+    """Immediate kind of a SIMD instruction, which its name determines."""
+    if simd_name == "v128.const":
+        return "v128"
+    if simd_name == "i8x16.shuffle":
+        return "shuffle"
+    if "_lane" in simd_name:
+        return "memarg_lane" if simd_name.startswith("v128.") else "lane"
+    if simd_name.startswith("v128.load") or simd_name == "v128.store":
+        return "memarg"
+    return "none"
+
+
+SIMD_NAMES: dict[int, str] = {FD + n: s for n, s in enumerate(_SIMD) if s != "-"}
+SIMD_IMM: dict[int, str] = {op: _simd_kind(s) for op, s in SIMD_NAMES.items()}
+assert len(_SIMD) == 0x100 and len(SIMD_NAMES) == 236, (len(_SIMD), len(SIMD_NAMES))
+assert not BY_NAME.keys() & SIMD_NAMES.values()
+BY_NAME.update({s: op for op, s in SIMD_NAMES.items()})
+
 del _i, _name, _op
 
 
@@ -151,6 +236,8 @@ def name(op: int) -> str:
     """Human-readable name of an opcode, for errors and disassembly."""
     if op in NAMES:
         return NAMES[op]
+    if op in SIMD_NAMES:
+        return SIMD_NAMES[op]
     if op >= FD:
         return f"simd.0x{op - FD:x}"
     if op >= FC:
