@@ -179,11 +179,11 @@ class Machine:
         elements = table.elements
         err = None
         if i >= len(elements):
-            err = TrapError("undefined element")
+            err = TrapError(f"undefined element {i}")
         else:
             callee = elements[i]
             if callee is None:
-                err = TrapError("uninitialized element")
+                err = TrapError(f"uninitialized element {i}")
             elif callee.type != ftype:
                 err = TrapError("indirect call type mismatch")
             else:
