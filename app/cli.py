@@ -1,0 +1,287 @@
+"""The ``dwasm`` command line.
+
+For now it has one job: ``dwasm run --invoke FUNC FILE.wasm [ARGS...]`` loads a module with the
+vm/ engine, calls one exported function and prints its results, like ``wasmtime run --invoke``
+does, so the two can be compared output for output. Running WASI programs (``_start``), the
+service and snapshots come later.
+
+Every failure is one ``error: ...`` line on stderr and an exit status that tells its class (see
+:data:`EXIT_CODES`), so that scripts can react without parsing messages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import struct
+import sys
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+import vm
+from vm import structure as S
+from vm.errors import InvalidError, LinkError, MalformedError, TrapError
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_FILE = 3
+EXIT_MODULE = 4
+EXIT_LINK = 5
+EXIT_TRAP = 6
+
+EXIT_CODES = {
+    EXIT_OK: "success",
+    1: "internal error (a bug in dwasm)",
+    EXIT_USAGE: "usage error: bad options, unknown export, wrong number or format of arguments",
+    EXIT_FILE: "the module file cannot be read",
+    EXIT_MODULE: "the module is malformed or invalid",
+    EXIT_LINK: "the module's imports cannot be provided (WASI is not supported yet)",
+    EXIT_TRAP: "the wasm code trapped or exhausted the call stack",
+}
+
+
+class CliError(Exception):
+    """A failure to report as one ``error:`` line plus an exit status."""
+
+    def __init__(self, message: str, exit_code: int, details: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+        self.details = list(details)
+
+
+# --------------------------------------------------------------------------------------------
+# Arguments and results
+
+
+_INT_BITS = {S.I32: 32, S.I64: 64}
+
+
+def _f32_round(value: float) -> float:
+    """Rounds a Python float to the nearest f32, overflowing to infinity as an f32 parse does."""
+    from vm.execution.numerics import f32_round
+
+    return f32_round(value)
+
+
+def parse_arg(text: str, valtype: int) -> int | float:
+    """Converts one command-line argument to the vm/ value of a parameter of type ``valtype``.
+
+    Integers accept signed or unsigned decimal (or 0x hex) within the type's range and become
+    the unsigned bit pattern vm/ uses; floats accept anything ``float()`` does (``inf``, ``nan``).
+    Raises ValueError with a user-facing message.
+    """
+    name = S.VALTYPE_NAMES.get(valtype, hex(valtype))
+    if valtype in _INT_BITS:
+        bits = _INT_BITS[valtype]
+        try:
+            number = int(text, 0)
+        except ValueError:
+            raise ValueError(f"{text!r} is not an integer ({name} expected)") from None
+        if not -(1 << (bits - 1)) <= number < (1 << bits):
+            raise ValueError(f"{text} is out of range for {name}")
+        return number & ((1 << bits) - 1)
+    if valtype in (S.F32, S.F64):
+        try:
+            real = float(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a number ({name} expected)") from None
+        return _f32_round(real) if valtype == S.F32 else real
+    raise ValueError(f"parameters of type {name} cannot be given on the command line")
+
+
+def _shortest_f32_repr(value: float) -> str:
+    """The shortest decimal that reads back as the same f32 (what Rust's ``{}`` prints)."""
+    for digits in range(1, 10):
+        text = f"{value:.{digits - 1}e}"
+        if _f32_round(float(text)) == value:
+            return text
+    return repr(value)
+
+
+def format_float(value: float, valtype: int) -> str:
+    """Formats a float result the way ``wasmtime run --invoke`` prints it (Rust's ``{}``).
+
+    Shortest round-trip digits of the value's own width, positional notation (no exponent),
+    no trailing ``.0``; ``NaN``, ``inf``, ``-inf``, ``-0``.
+    """
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "inf" if value > 0 else "-inf"
+    if value == 0:
+        return "-0" if struct.pack("<d", value)[7] & 0x80 else "0"
+    shortest = _shortest_f32_repr(value) if valtype == S.F32 else repr(value)
+    return format(Decimal(shortest).normalize(), "f")
+
+
+def format_result(value: Any, valtype: int) -> str:
+    """One result line: integers as signed decimals, floats as wasmtime prints them."""
+    if valtype in _INT_BITS:
+        bits = _INT_BITS[valtype]
+        return str(value - (1 << bits) if value >= 1 << (bits - 1) else value)
+    if valtype in (S.F32, S.F64):
+        return format_float(value, valtype)
+    if valtype in (S.FUNCREF, S.EXTERNREF):
+        kind = S.VALTYPE_NAMES[valtype]
+        return f"<null {kind}>" if value is None else f"<{kind}>"
+    return str(value)
+
+
+_BACKTRACE_HEAD = 20
+_BACKTRACE_TAIL = 5
+
+
+def format_backtrace(trap: TrapError, module: S.Module) -> list[str]:
+    """Lines of a wasm backtrace, innermost frame first, with names from the name section.
+
+    A deep one (call stack exhaustion) is cut to its innermost and outermost frames.
+    """
+    if not trap.backtrace:
+        return []
+
+    def frame(depth: int) -> str:
+        funcidx, offset = trap.backtrace[depth]
+        name = module.func_names.get(funcidx, f"<func {funcidx}>")
+        return f"  {depth}: {name} (func {funcidx}) at offset {offset:#x}"
+
+    count = len(trap.backtrace)
+    if count <= _BACKTRACE_HEAD + _BACKTRACE_TAIL + 1:
+        return ["wasm backtrace:", *map(frame, range(count))]
+    omitted = count - _BACKTRACE_HEAD - _BACKTRACE_TAIL
+    return ["wasm backtrace:", *map(frame, range(_BACKTRACE_HEAD)),
+            f"  ... {omitted} frames omitted ...",
+            *map(frame, range(count - _BACKTRACE_TAIL, count))]
+
+
+# --------------------------------------------------------------------------------------------
+# dwasm run
+
+
+def _read_module(path: str) -> S.Module:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}", EXIT_FILE) from None
+    try:
+        return vm.load(data)
+    except MalformedError as exc:
+        raise CliError(f"{path}: malformed module: {exc}", EXIT_MODULE) from None
+    except InvalidError as exc:
+        raise CliError(f"{path}: invalid module: {exc}", EXIT_MODULE) from None
+
+
+def _exported_func_type(module: S.Module, name: str) -> S.FuncType:
+    for export in module.exports:
+        if export.name == name:
+            if export.kind != S.KIND_FUNC:
+                kind = S.KIND_NAMES.get(export.kind, "?")
+                raise CliError(f"export {name!r} is a {kind}, not a function", EXIT_USAGE)
+            return module.func_type(export.index)
+    funcs = sorted(e.name for e in module.exports if e.kind == S.KIND_FUNC)
+    hint = f" (exported functions: {', '.join(funcs)})" if funcs else " (it exports no functions)"
+    raise CliError(f"the module has no export {name!r}{hint}", EXIT_USAGE)
+
+
+def _trap_error(exc: TrapError, module: S.Module) -> CliError:
+    return CliError(f"trap: {exc.message}", EXIT_TRAP, format_backtrace(exc, module))
+
+
+def run(path: str, func: str, args: Sequence[str]) -> list[str]:
+    """Runs ``func`` of the module at ``path`` with command-line ``args``; returns result lines.
+
+    Raises CliError for every expected failure.
+    """
+    module = _read_module(path)
+    if module.imports:
+        first = module.imports[0]
+        more = f" and {len(module.imports) - 1} more" if len(module.imports) > 1 else ""
+        raise CliError(f"{path} imports {first.module}.{first.name}{more}; imports are not "
+                       "supported yet (WASI comes later)", EXIT_LINK)
+    functype = _exported_func_type(module, func)
+    if len(args) != len(functype.params):
+        raise CliError(f"{func} takes {len(functype.params)} argument(s) {functype}, "
+                       f"{len(args)} given", EXIT_USAGE)
+    try:
+        values = [parse_arg(a, t) for a, t in zip(args, functype.params)]
+    except ValueError as exc:
+        raise CliError(f"bad argument: {exc}", EXIT_USAGE) from None
+    store = vm.Store()
+    try:
+        instance = vm.instantiate(store, module, {})
+    except LinkError as exc:
+        raise CliError(f"cannot link {path}: {exc}", EXIT_LINK) from None
+    except TrapError as exc:
+        raise _trap_error(exc, module) from None
+    try:
+        results = instance.invoke(func, values)
+    except TrapError as exc:
+        raise _trap_error(exc, module) from None
+    return [format_result(v, t) for v, t in zip(results, functype.results)]
+
+
+def _cmd_run(ns: argparse.Namespace) -> int:
+    if ns.invoke is None:
+        raise CliError("running WASI commands (_start) is not supported yet; "
+                       "use --invoke FUNC to call one exported function", EXIT_USAGE)
+    args = list(ns.args)
+    if args[:1] == ["--"]:
+        args = args[1:]
+    for line in run(ns.file, ns.invoke, args):
+        print(line)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+
+
+def _parser() -> argparse.ArgumentParser:
+    codes = "\n".join(f"  {code}  {text}" for code, text in sorted(EXIT_CODES.items()))
+    parser = argparse.ArgumentParser(
+        prog="dwasm",
+        description="dwasm: durable WebAssembly flows. Runs WebAssembly modules on the vm/ "
+                    "interpreter.",
+        epilog=f"exit status:\n{codes}",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run_parser = commands.add_parser(
+        "run", help="run a module's exported function",
+        description="Call one exported function of a WebAssembly module and print its results, "
+                    "one per line (integers signed, floats as wasmtime prints them). Options go "
+                    "before FILE; everything after FILE is an argument of the function, so "
+                    "negative numbers need no quoting.",
+        epilog=f"example:\n  dwasm run --invoke fib examples/fib.wasm 25\n\nexit status:\n{codes}",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    run_parser.add_argument("--invoke", metavar="FUNC",
+                            help="exported function to call (required until WASI is supported)")
+    run_parser.add_argument("file", metavar="FILE.wasm", help="the WebAssembly binary")
+    run_parser.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
+                            help="the function's arguments: decimal integers or floats")
+    run_parser.set_defaults(handler=_cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dwasm`` console script; returns the exit status."""
+    parser = _parser()
+    try:
+        ns = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2), already printed by argparse
+        return int(exc.code or 0)
+    if ns.command is None:
+        parser.print_usage(sys.stderr)
+        print("error: a command is required (dwasm run ...)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return ns.handler(ns)
+    except CliError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        for line in exc.details:
+            print(line, file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

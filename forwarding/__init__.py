@@ -1,0 +1,1 @@
+"""Forwarding of flow traffic between cluster nodes (not written yet)."""

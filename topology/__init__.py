@@ -1,0 +1,1 @@
+"""Cluster topology: which node runs which flow (not written yet)."""
