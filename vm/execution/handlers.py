@@ -208,14 +208,27 @@ def jump(t: int) -> Handler:
     return h
 
 
-def jump_fuel(t: int, fuel: list[int]) -> Handler:
-    """An unconditional backward branch: the preemption point of loops."""
-    def h(r: list, pc: int) -> int:
+def jump_fuel(pairs: tuple[tuple[int, int], ...], t: int, fuel: list[int]) -> Handler:
+    """An unconditional backward branch (``br`` to a loop): a preemption point.
+
+    Fuel is checked before the branch's copies, so a stop leaves the frame exactly at the ``br``.
+    """
+    if not pairs:
+        def h(r: list, pc: int) -> int:
+            if fuel[0] <= 0:
+                return -1 - pc
+            fuel[0] -= 1
+            return t
+        return h
+
+    def hc(r: list, pc: int) -> int:
         if fuel[0] <= 0:
             return -1 - pc
         fuel[0] -= 1
+        for d, a in pairs:
+            r[d] = r[a]
         return t
-    return h
+    return hc
 
 
 def copy_jump(pairs: tuple[tuple[int, int], ...], t: int) -> Handler:
@@ -274,13 +287,19 @@ def br_if_copy(c: int, pairs: tuple[tuple[int, int], ...], t: int) -> Handler:
     return h
 
 
-def br_table(c: int, targets: tuple[tuple[int, tuple[tuple[int, int], ...]], ...]) -> Handler:
-    """``targets[-1]`` is the default; each target is (pc, copies)."""
+def br_table(c: int, targets: tuple[tuple[int, tuple[tuple[int, int], ...], bool], ...],
+             fuel: list[int]) -> Handler:
+    """``targets[-1]`` is the default; each target is (pc, copies, backward). A backward target
+    (a loop) checks fuel before anything else, like the other back-edges."""
     last = len(targets) - 1
 
     def h(r: list, pc: int) -> int:
         i = r[c]
-        t, pairs = targets[i if i < last else last]
+        t, pairs, backward = targets[i if i < last else last]
+        if backward:
+            if fuel[0] <= 0:
+                return -1 - pc
+            fuel[0] -= 1
         for d, a in pairs:
             r[d] = r[a]
         return t

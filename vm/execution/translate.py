@@ -35,17 +35,32 @@ S_FUEL = 3  # (S_FUEL,): a backward branch found the fuel exhausted; re-run it t
 class Compiled:
     """The translated form of one function of one instance."""
 
-    __slots__ = ("code", "specials", "offsets", "tail", "nparams", "nlocals", "nregs")
+    __slots__ = ("code", "specials", "stack_maps", "offsets", "tail", "nparams", "nlocals",
+                 "nregs", "_resume_pcs")
 
-    def __init__(self, code: list, specials: dict[int, tuple], offsets: list[int], tail: list,
-                 nparams: int, nlocals: int) -> None:
+    def __init__(self, code: list, specials: dict[int, tuple], stack_maps: dict[int, tuple],
+                 offsets: list[int], tail: list, nparams: int, nlocals: int) -> None:
         self.code = code
         self.specials = specials
+        # For each place execution can stop (calls and fuel checks): the register holding each
+        # wasm operand-stack value there, bottom first. Snapshots read the operand stack through
+        # it; restores write values to the canonical registers (nlocals + position).
+        self.stack_maps = stack_maps
         self.offsets = offsets  # wasm bytecode offset of each closure
         self.tail = tail  # initial registers after the params: zeroed locals, stack, constants
         self.nparams = nparams
         self.nlocals = nlocals  # params + declared locals
         self.nregs = nparams + len(tail)
+        self._resume_pcs: dict[int, int] | None = None
+
+    def stop_pc(self, offset: int) -> int:
+        """The closure index of the stop point (call or fuel check) at wasm ``offset``."""
+        if self._resume_pcs is None:
+            self._resume_pcs = {self.offsets[pc]: pc for pc in self.stack_maps}
+        pc = self._resume_pcs.get(offset)
+        if pc is None:
+            raise KeyError(f"no stop point at offset {offset:#x}")
+        return pc
 
 
 class Label:
@@ -113,6 +128,7 @@ class Translator:
         self.ins: list[list] = []  # pending instructions: [factory, *args]
         self.offsets: list[int] = []
         self.specials: dict[int, tuple] = {}
+        self.stack_maps: dict[int, tuple[int, ...]] = {}
         self.vs: list[int] = []
         self.ctrl: list[_Ctrl] = []
         # Index in self.ins of the last instruction if it wrote its single result to the
@@ -141,6 +157,15 @@ class Translator:
         pc = self.emit(_plain, H.special)
         self.specials[pc] = record
         return pc
+
+    def stop_point(self, pc: int, record: tuple, extra: tuple[int, ...] = (),
+                   offset: int | None = None) -> None:
+        """Mark closure ``pc`` as a place where execution may stop, with the wasm operand stack
+        there: the virtual stack plus ``extra`` registers already popped by the translator."""
+        self.specials[pc] = record
+        self.stack_maps[pc] = tuple(self.vs) + extra
+        if offset is not None:
+            self.offsets[pc] = offset
 
     def here(self) -> int:
         return len(self.ins)
@@ -216,34 +241,40 @@ class Translator:
     def cond_branch(self, c: int, target: Label, negate: bool, fuel: bool) -> None:
         """Emit "if r[c] (or not r[c], when negate) jump to target".
 
-        A comparison or ``eqz`` that was just emitted to produce ``c`` is folded into the branch.
-        With ``fuel`` (a backward branch) the taken path checks and consumes fuel; when none is
-        left the closure hands the machine an S_FUEL stop, and re-running it later continues.
+        A comparison or ``eqz`` that was just emitted to produce ``c`` is folded into the branch
+        (the fused closure then stands at the comparison's offset). With ``fuel`` (a backward
+        branch) the taken path checks and consumes fuel first; when none is left the closure
+        stops with S_FUEL and re-running it later continues.
         """
         fused = self.fusable
+        extra: tuple[int, ...] = (c,)
+        offset = None
         if fused is not None and fused == len(self.ins) - 1 and self.ins[fused][1] == c:
             name = self.fusable_name
             entry = self.ins[fused]
             if name in H.COMPARE_COND:
                 self.ins.pop()
-                self.offsets.pop()
+                offset = self.offsets.pop()
                 factory = H.CMP_BRANCH[(negate, fuel)][name]
                 if fuel:
                     pc = self.emit(factory, entry[2], entry[3], target, self.fuel)
-                    self.specials[pc] = (S_FUEL,)
+                    self.stop_point(pc, (S_FUEL,), (entry[2], entry[3]), offset)
                 else:
                     self.emit(factory, entry[2], entry[3], target)
                 return
             if name in ("i32.eqz", "i64.eqz"):
                 self.ins.pop()
-                self.offsets.pop()
+                offset = self.offsets.pop()
                 c = entry[2]
+                extra = (c,)
                 negate = not negate
         if fuel:
             pc = self.emit(H.br_unless_fuel if negate else H.br_if_fuel, c, target, self.fuel)
-            self.specials[pc] = (S_FUEL,)
+            self.stop_point(pc, (S_FUEL,), extra, offset)
         else:
-            self.emit(H.br_unless if negate else H.br_if, c, target)
+            pc = self.emit(H.br_unless if negate else H.br_if, c, target)
+            if offset is not None:
+                self.offsets[pc] = offset
 
     # --- the translation ----------------------------------------------------------------------
 
@@ -299,17 +330,17 @@ class Translator:
         self.fusable = None
         self.reset_stack(ctrl.height + ctrl.nresults)
 
-    def branch(self, depth: int) -> None:
+    def branch(self, depth: int, extra: tuple[int, ...] = ()) -> None:
+        """Unconditional branch; ``extra``: registers of operands the wasm instruction still has
+        on its stack (the condition of a taken ``br_if``), for the stop point's stack map."""
         target = self.ctrl[-1 - depth]
         if depth == len(self.ctrl) - 1:
             self.emit_special(self.return_record())
             return
         pairs = self.branch_pairs(target)
         if target.kind == "loop":
-            if pairs:
-                self.emit(H.copies, pairs)
-            pc = self.emit(H.jump_fuel, target.label, self.fuel)
-            self.specials[pc] = (S_FUEL,)
+            pc = self.emit(H.jump_fuel, pairs, target.label, self.fuel)
+            self.stop_point(pc, (S_FUEL,), extra)
         elif pairs:
             self.emit(H.copy_jump, pairs, target.label)
         else:
@@ -372,7 +403,7 @@ class Translator:
             if imm == len(self.ctrl) - 1 or pairs:
                 skip = Label()
                 self.cond_branch(c, skip, negate=True, fuel=False)
-                self.branch(imm)
+                self.branch(imm, (c,))
                 self.bind(skip)
             else:
                 self.cond_branch(c, target.label, negate=False, fuel=target.kind == "loop")
@@ -498,10 +529,11 @@ class Translator:
         nargs = len(ft.params)
         self.materialize(len(vs) - nargs)
         argbase = self.nl + len(vs) - nargs
+        pc = self.emit(_plain, H.special)
         if idx is None:
-            self.emit_special(record + (argbase, nargs))
+            self.stop_point(pc, record + (argbase, nargs))
         else:
-            self.emit_special(record + (argbase, nargs, idx))
+            self.stop_point(pc, record + (argbase, nargs, idx), (idx,))
         del vs[len(vs) - nargs:]
         for _ in ft.results:
             vs.append(self.nl + len(vs))
@@ -510,25 +542,21 @@ class Translator:
         depths, default = imm
         c = self.vs.pop()
         targets = []
-        stubs: list[tuple[Label, int]] = []
+        returns = []
         for depth in (*depths, default):
             target = self.ctrl[-1 - depth]
-            if depth == len(self.ctrl) - 1 or target.kind == "loop":
+            if depth == len(self.ctrl) - 1:  # the function's label: jump to a return stub
                 stub = Label()
-                stubs.append((stub, depth))
-                pairs = () if depth == len(self.ctrl) - 1 else self.branch_pairs(target)
-                targets.append((stub, pairs))
+                returns.append(stub)
+                targets.append((stub, (), False))
             else:
-                targets.append((target.label, self.branch_pairs(target)))
-        self.emit(H.br_table, c, tuple(targets))
-        for stub, depth in stubs:
+                targets.append((target.label, self.branch_pairs(target), target.kind == "loop"))
+        pc = self.emit(H.br_table, c, tuple(targets), self.fuel)
+        if any(t[2] for t in targets):
+            self.stop_point(pc, (S_FUEL,), (c,))
+        for stub in returns:
             self.bind(stub)
-            target = self.ctrl[-1 - depth]
-            if depth == len(self.ctrl) - 1:
-                self.emit_special(self.return_record())
-            else:
-                pc = self.emit(H.jump_fuel, target.label, self.fuel)
-                self.specials[pc] = (S_FUEL,)
+            self.emit_special(self.return_record())
 
     def finish(self) -> Compiled:
         code = []
@@ -538,7 +566,8 @@ class Translator:
         zero_locals = [_zero(t) for t in self.func.locals]
         stack = [None] * (self.const_base - self.nl)
         tail = zero_locals + stack + self.consts
-        return Compiled(code, self.specials, self.offsets, tail, self.nparams, self.nl)
+        return Compiled(code, self.specials, self.stack_maps, self.offsets, tail, self.nparams,
+                        self.nl)
 
 
 def _zero(valtype: int) -> Any:
