@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from .errors import (ExhaustionError, InvalidError, LinkError, MalformedError, TrapError,
-                     WasmError)
+from .errors import (ExhaustionError, InvalidError, LinkError, MalformedError, Suspend,
+                     TrapError, WasmError)
+from .execution.machine import Execution
 from .runtime.objects import (Function, Global, HostFunction, Instance, Memory, Table,
                               WasmFunction)
 from .runtime.store import Store
@@ -39,7 +40,7 @@ def instantiate(store: Store, module: Module, imports: dict | None = None) -> In
 
 
 __all__ = [
-    "ExhaustionError", "Function", "Global", "HostFunction", "Instance", "InvalidError",
-    "LinkError", "MalformedError", "Memory", "Module", "Store", "Table", "TrapError",
+    "ExhaustionError", "Execution", "Function", "Global", "HostFunction", "Instance", "InvalidError",
+    "LinkError", "MalformedError", "Memory", "Module", "Store", "Suspend", "Table", "TrapError",
     "WasmError", "WasmFunction", "decode_module", "instantiate", "load", "validate_module",
 ]

@@ -41,3 +41,19 @@ class ExhaustionError(TrapError):
     A subclass of TrapError because, for the guest, it behaves like a trap: the invocation is
     aborted and the instance remains usable.
     """
+
+
+class Suspend(Exception):
+    """Raised by a host function to suspend a resumable execution (``vm.Execution``) at this call.
+
+    Not an error: the execution's status becomes ``"host"``, it can be snapshotted, and
+    ``Execution.complete_host(results)`` later delivers the call's results. ``reason`` is any
+    data the host wants to keep with the pending call; ``func`` and ``args`` are filled in by
+    the machine.
+    """
+
+    def __init__(self, reason: object = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.func: object = None
+        self.args: list[object] = []

@@ -1,9 +1,16 @@
 """The machine loop: runs translated code with an explicit call stack.
 
 Calls and returns never recurse in Python. A frame is plain data (function, register list,
-position), so the whole execution state is a list of frames that later versions can snapshot.
-The inner loop only calls closures; a closure returns ``-1 - pc`` when the machine must act:
-push a frame for a call, pop one for a return, or stop for fuel.
+position), so the whole execution state is a list of frames that can be snapshotted
+(:mod:`vm.snapshot`). The inner loop only calls closures; a closure returns ``-1 - pc`` when the
+machine must act: push a frame for a call, pop one for a return, or stop for fuel.
+
+Two ways to run code:
+
+* :meth:`Machine.invoke` — call a function to completion (traps raise);
+* :class:`Execution` — a resumable invocation: run it with a fuel budget, and it comes back
+  ``"suspended"`` at a loop back-edge or call when the fuel is spent, or ``"host"`` when a host
+  function raised :class:`vm.errors.Suspend`; both can be snapshotted and continued later.
 """
 
 from __future__ import annotations
@@ -11,9 +18,8 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from ..errors import ExhaustionError, TrapError, WasmError
+from ..errors import ExhaustionError, Suspend, TrapError, WasmError
 from ..runtime.objects import Function, HostFunction, WasmFunction
-from ..structure import I32, I64
 from .translate import S_CALL, S_CALL_INDIRECT, S_FUEL, S_RETURN, Compiled, translate
 
 
@@ -38,6 +44,10 @@ class Frame:
         return offsets[min(self.pc, len(offsets) - 1)]
 
 
+class _FuelStop(Exception):
+    """Internal: the fuel ran out in a resumable execution; frames are left as they are."""
+
+
 def compiled_code(func: WasmFunction, fuel: list[int]) -> Compiled:
     c = func.compiled
     if c is None:
@@ -53,8 +63,6 @@ def _trap_from(exc: BaseException) -> TrapError:
         return TrapError("out of bounds memory access")
     if isinstance(exc, MemoryError):
         return ExhaustionError("out of memory")
-    if isinstance(exc, (RecursionError,)):
-        return ExhaustionError("call stack exhausted")
     raise exc
 
 
@@ -70,7 +78,7 @@ def _host_results(func: HostFunction, value: Any) -> list[Any]:
     return results
 
 
-def normalize(valtype: int, value: Any) -> Any:
+def normalize(value: Any) -> Any:
     """Turn Python bools that comparisons may leave into ints at the API boundary."""
     if type(value) is bool:
         return int(value)
@@ -78,32 +86,40 @@ def normalize(valtype: int, value: Any) -> Any:
 
 
 class Machine:
-    """Runs invocations on behalf of a store; holds the call stack."""
+    """A call stack and the loop that runs it, on behalf of a store."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, resumable: bool = False) -> None:
         self.store = store
         self.frames: list[Frame] = []
+        # Resumable machines stop when fuel runs out and let Suspend through with the frames
+        # intact; plain ones report exhaustion and always unwind.
+        self.resumable = resumable
+
+    def push(self, func: WasmFunction, args: list[Any]) -> None:
+        if len(self.frames) >= self.store.max_call_depth:
+            raise ExhaustionError("call stack exhausted")
+        compiled = compiled_code(func, self.store.fuel)
+        self.frames.append(Frame(func, compiled, list(args) + compiled.tail))
 
     def invoke(self, func: Function, args: list[Any]) -> list[Any]:
         if isinstance(func, HostFunction):
-            return _host_results(func, func.fn(*args))
+            return [normalize(v) for v in _host_results(func, func.fn(*args))]
         assert isinstance(func, WasmFunction)
-        store = self.store
         frames = self.frames
         base = len(frames)
-        if base >= store.max_call_depth:
-            raise ExhaustionError("call stack exhausted")
-        compiled = compiled_code(func, store.fuel)
-        regs = list(args) + compiled.tail
-        frames.append(Frame(func, compiled, regs))
+        self.push(func, args)
         try:
-            results = self._run(base)
+            results = self.run(base)
         except BaseException:
             del frames[base:]
             raise
-        return [normalize(t, v) for t, v in zip(func.type.results, results)]
+        return [normalize(v) for v in results]
 
-    def _run(self, base: int) -> list[Any]:  # noqa: C901 - the interpreter's hot loop
+    def backtrace(self, base: int = 0) -> list[tuple[int, int]]:
+        return [(f.func.index, f.offset) for f in reversed(self.frames[base:])]
+
+    def run(self, base: int = 0) -> list[Any]:  # noqa: C901 - the interpreter's hot loop
+        """Run the frames above ``base`` until the one at ``base`` returns; its results."""
         frames = self.frames
         store = self.store
         fuel = store.fuel
@@ -121,25 +137,28 @@ class Machine:
             except Exception as exc:  # a trap inside translated code
                 frame.pc = pc
                 trap = _trap_from(exc)
-                trap.backtrace = [(f.func.index, f.offset) for f in reversed(frames[base:])]
+                trap.backtrace = self.backtrace(base)
                 raise trap from (None if exc is trap else exc)
             pc = -1 - pc
+            frame.pc = pc
             rec = specials[pc]
             kind = rec[0]
             if kind == S_CALL or kind == S_CALL_INDIRECT:
-                argbase = rec[2 if kind == S_CALL else 3]
-                nargs = rec[3 if kind == S_CALL else 4]
                 if kind == S_CALL:
-                    callee = rec[1]
+                    callee, argbase, nargs = rec[1], rec[2], rec[3]
                 else:
-                    callee = self._indirect_target(rec, r, frame, pc, base)
+                    callee = self._indirect_target(rec, r, base)
+                    argbase, nargs = rec[3], rec[4]
+                # Function entry is a preemption point: stop before the call when out of fuel.
+                if fuel[0] <= 0:
+                    self._out_of_fuel()
+                    continue
+                fuel[0] -= 1
                 if type(callee) is WasmFunction:
                     if len(frames) >= max_depth:
-                        frame.pc = pc
                         err = ExhaustionError("call stack exhausted")
-                        err.backtrace = [(f.func.index, f.offset) for f in reversed(frames[base:])]
+                        err.backtrace = self.backtrace(base)
                         raise err
-                    frame.pc = pc
                     compiled = callee.compiled or compiled_code(callee, fuel)
                     r = r[argbase:argbase + nargs] + compiled.tail
                     frame = Frame(callee, compiled, r)
@@ -148,36 +167,41 @@ class Machine:
                     specials = compiled.specials
                     pc = 0
                 else:
-                    frame.pc = pc
                     results = self._call_host(callee, r[argbase:argbase + nargs], base)
                     r[argbase:argbase + len(results)] = results
                     pc += 1
             elif kind == S_RETURN:
-                results = [r[s] for s in rec[1]]
+                srcs = rec[1]
                 frames.pop()
                 if len(frames) == base:
-                    return results
-                frame = frames[-1]
+                    return [r[s] for s in srcs]
+                caller = frames[-1]
+                call = caller.compiled.specials[caller.pc]
+                argbase = call[2] if call[0] == S_CALL else call[3]
+                cr = caller.regs
+                for s in srcs:
+                    cr[argbase] = r[s]
+                    argbase += 1
+                frame = caller
                 compiled = frame.compiled
                 code = compiled.code
                 specials = compiled.specials
-                r = frame.regs
-                pc = frame.pc
-                call = specials[pc]
-                argbase = call[2 if call[0] == S_CALL else 3]
-                r[argbase:argbase + len(results)] = results
-                pc += 1
+                r = cr
+                pc = frame.pc + 1
             elif kind == S_FUEL:
-                frame.pc = pc
-                store.out_of_fuel()
+                self._out_of_fuel()
             else:  # pragma: no cover - translation emits only the kinds above
                 raise WasmError(f"internal error: unknown special {kind}")
 
-    def _indirect_target(self, rec: tuple, r: list, frame: Frame, pc: int, base: int) -> Function:
+    def _out_of_fuel(self) -> None:
+        if self.resumable and self.store.fuel_limited:
+            raise _FuelStop()
+        self.store.out_of_fuel()
+
+    def _indirect_target(self, rec: tuple, r: list, base: int) -> Function:
         ftype, table = rec[1], rec[2]
         i = r[rec[5]]
         elements = table.elements
-        err = None
         if i >= len(elements):
             err = TrapError(f"undefined element {i}")
         else:
@@ -188,20 +212,94 @@ class Machine:
                 err = TrapError("indirect call type mismatch")
             else:
                 return callee
-        frame.pc = pc
-        err.backtrace = [(f.func.index, f.offset) for f in reversed(self.frames[base:])]
+        err.backtrace = self.backtrace(base)
         raise err
 
     def _call_host(self, func: Function, args: list[Any], base: int) -> list[Any]:
         try:
             if isinstance(func, HostFunction):
-                args = [normalize(t, v) for t, v in zip(func.type.params, args)]
-                return _host_results(func, func.fn(*args))
-            return self.invoke(func, args)  # a function of another store's machine type
+                return _host_results(func, func.fn(*[normalize(v) for v in args]))
+            return self.store.invoke(func, args)
         except TrapError as trap:
             if not trap.backtrace:
-                trap.backtrace = [(f.func.index, f.offset) for f in reversed(self.frames[base:])]
+                trap.backtrace = self.backtrace(base)
+            raise
+        except Suspend as suspend:
+            if not self.resumable:
+                raise WasmError(f"host function {getattr(func, 'name', '?')} suspended outside "
+                                "a resumable execution") from suspend
+            suspend.func = func
+            suspend.args = [normalize(v) for v in args]
             raise
 
 
-__all__ = ["Machine", "Frame", "I32", "I64"]
+class Execution:
+    """A resumable invocation of one function.
+
+    ``status`` is one of ``"ready"`` (can run), ``"suspended"`` (stopped for fuel; run again to
+    continue), ``"host"`` (a host function suspended; deliver its results with
+    :meth:`complete_host`), ``"done"`` (``results`` holds the results) or ``"failed"`` (it
+    trapped; the trap was raised by :meth:`run`).
+    """
+
+    def __init__(self, store: Any, func: Function, args: list[Any] | tuple[Any, ...]) -> None:
+        self.store = store
+        self.func = func
+        self.machine = Machine(store, resumable=True)
+        self.status = "ready"
+        self.results: list[Any] | None = None
+        self.pending: Suspend | None = None  # the host call a "host" execution waits on
+        if isinstance(func, WasmFunction):
+            self.machine.push(func, list(args))
+        else:
+            self._host_entry = list(args)
+
+    @property
+    def frames(self) -> list[Frame]:
+        return self.machine.frames
+
+    def run(self, fuel: int | None = None) -> str:
+        """Run until done, out of ``fuel`` (None: no limit), or suspended by a host function."""
+        if self.status not in ("ready", "suspended"):
+            raise WasmError(f"cannot run an execution that is {self.status}")
+        store = self.store
+        saved = (store.fuel[0], store.fuel_limited)
+        store.fuel_limited = fuel is not None
+        if fuel is not None:
+            store.fuel[0] = fuel
+        try:
+            if isinstance(self.func, WasmFunction):
+                results = self.machine.run(0)
+            else:
+                results = self.machine.invoke(self.func, self._host_entry)
+        except _FuelStop:
+            self.status = "suspended"
+            return self.status
+        except Suspend as suspend:
+            self.status = "host"
+            self.pending = suspend
+            return self.status
+        except BaseException:
+            self.status = "failed"
+            self.machine.frames.clear()
+            raise
+        finally:
+            self.fuel_left = store.fuel[0] if store.fuel_limited else None
+            store.fuel[0], store.fuel_limited = saved
+        self.status = "done"
+        self.results = [normalize(v) for v in results]
+        return self.status
+
+    def complete_host(self, results: Any) -> None:
+        """Deliver the results of the pending host call; the execution becomes ``ready``."""
+        if self.status != "host" or self.pending is None:
+            raise WasmError("no host call is pending")
+        func = self.pending.func
+        values = _host_results(func, results) if isinstance(func, HostFunction) else list(results)
+        frame = self.machine.frames[-1]
+        call = frame.compiled.specials[frame.pc]
+        argbase = call[2] if call[0] == S_CALL else call[3]
+        frame.regs[argbase:argbase + len(values)] = values
+        frame.pc += 1
+        self.pending = None
+        self.status = "ready"

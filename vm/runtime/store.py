@@ -38,6 +38,16 @@ class Store:
             raise TypeError(f"expected {len(params)} arguments, got {len(args)}")
         return self.machine.invoke(func, list(args))
 
+    def start(self, func: Function, args: list[Any] | tuple[Any, ...] = ()) -> Any:
+        """A resumable invocation of ``func`` (``vm.Execution``): run it in fuel slices,
+        suspend it at host calls, snapshot it."""
+        from ..execution.machine import Execution
+
+        params = func.type.params
+        if len(args) != len(params):
+            raise TypeError(f"expected {len(params)} arguments, got {len(args)}")
+        return Execution(self, func, list(args))
+
     def add_fuel(self, amount: int) -> None:
         self.fuel[0] += amount
 
