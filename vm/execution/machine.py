@@ -249,6 +249,8 @@ class Execution:
         self.status = "ready"
         self.results: list[Any] | None = None
         self.pending: Suspend | None = None  # the host call a "host" execution waits on
+        self.delivered: list[Any] | None = None  # its results, until the next run applies them
+        self.fuel_left: int | None = None
         if isinstance(func, WasmFunction):
             self.machine.push(func, list(args))
         else:
@@ -262,6 +264,8 @@ class Execution:
         """Run until done, out of ``fuel`` (None: no limit), or suspended by a host function."""
         if self.status not in ("ready", "suspended"):
             raise WasmError(f"cannot run an execution that is {self.status}")
+        if self.delivered is not None:
+            self._apply_delivered()
         store = self.store
         saved = (store.fuel[0], store.fuel_limited)
         store.fuel_limited = fuel is not None
@@ -291,15 +295,24 @@ class Execution:
         return self.status
 
     def complete_host(self, results: Any) -> None:
-        """Deliver the results of the pending host call; the execution becomes ``ready``."""
+        """Deliver the results of the pending host call; the execution becomes ``ready``.
+
+        The results are applied when the execution next runs, so until then the execution still
+        stands at the call (and a snapshot records the call with its results)."""
         if self.status != "host" or self.pending is None:
             raise WasmError("no host call is pending")
         func = self.pending.func
-        values = _host_results(func, results) if isinstance(func, HostFunction) else list(results)
+        self.delivered = (_host_results(func, results) if isinstance(func, HostFunction)
+                          else list(results))
+        self.status = "ready"
+
+    def _apply_delivered(self) -> None:
+        values = self.delivered
+        assert values is not None
         frame = self.machine.frames[-1]
         call = frame.compiled.specials[frame.pc]
         argbase = call[2] if call[0] == S_CALL else call[3]
         frame.regs[argbase:argbase + len(values)] = values
         frame.pc += 1
+        self.delivered = None
         self.pending = None
-        self.status = "ready"

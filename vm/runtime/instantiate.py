@@ -66,13 +66,9 @@ def eval_const(expr: list[Instr], inst: Instance) -> Any:
     return value
 
 
-def instantiate(store: Store, module: Module, imports: Imports | None = None) -> Instance:
-    """Instantiate a validated module in ``store``.
-
-    Raises LinkError when imports are missing or mismatched, TrapError when a segment does not
-    fit or the start function traps. As in the spec, segments applied before a trap stay applied
-    (visible through imported tables and memories).
-    """
+def allocate(store: Store, module: Module, imports: Imports | None = None) -> Instance:
+    """Resolve imports and allocate the module's functions, tables, memories and globals, with
+    exports — but apply no segment and run no start function. Restoring a snapshot starts here."""
     imports = imports or {}
     inst = Instance(module, store)
     for imp in module.imports:
@@ -98,7 +94,17 @@ def instantiate(store: Store, module: Module, imports: Imports | None = None) ->
         inst.exports[ex.name] = space[ex.index]
     inst.elems = [[eval_const(e, inst) for e in seg.init] for seg in module.elems]
     inst.datas = [seg.init for seg in module.datas]
+    return inst
 
+
+def instantiate(store: Store, module: Module, imports: Imports | None = None) -> Instance:
+    """Instantiate a validated module in ``store``.
+
+    Raises LinkError when imports are missing or mismatched, TrapError when a segment does not
+    fit or the start function traps. As in the spec, segments applied before a trap stay applied
+    (visible through imported tables and memories).
+    """
+    inst = allocate(store, module, imports)
     for i, seg in enumerate(module.elems):
         if seg.mode == MODE_ACTIVE:
             assert seg.offset is not None
