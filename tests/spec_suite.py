@@ -35,12 +35,9 @@ def missing_reason() -> str:
             "to the folder holding NAME/NAME.json (the wabt-JSON core-2.0 suite).")
 
 
-def spec_files(include_simd: bool = False) -> list[Path]:
+def spec_files() -> list[Path]:
     """The suite's NAME.json files, sorted by name; empty if the suite is absent."""
     root = suite_dir()
     if root is None:
         return []
-    files = sorted(p for p in root.glob("*/*.json") if p.stem == p.parent.name)
-    if not include_simd:
-        files = [p for p in files if not p.stem.startswith("simd_")]
-    return files
+    return sorted(p for p in root.glob("*/*.json") if p.stem == p.parent.name)

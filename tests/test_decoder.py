@@ -583,7 +583,7 @@ def test_name_section_with_other_subsections() -> None:
 
 def _spec_commands() -> list[tuple[Path, dict]]:
     out = []
-    for path in spec_suite.spec_files(include_simd=True):
+    for path in spec_suite.spec_files():
         for command in json.loads(path.read_text())["commands"]:
             if "filename" in command and command.get("module_type", "binary") == "binary":
                 out.append((path.parent / command["filename"], command))

@@ -1,8 +1,7 @@
 """The official WebAssembly 2.0 core spec suite, one test per spec file.
 
 Each test runs every command of one file through :func:`vm.spectest.run_file` and requires that
-none failed (text-format commands are the only skips). The simd_* files are left out here for
-now: SIMD is a later piece of work; ``python -m vm.spectest`` still runs them when given them.
+none failed (text-format commands are the only skips), SIMD files included.
 The tests after those check the runner itself on a small suite written here.
 """
 
@@ -18,7 +17,7 @@ import wasmtime
 from vm import spectest
 
 # Discovered at collection time, so new files in the suite become new tests automatically.
-_FILES = spec_suite.spec_files(include_simd=False)
+_FILES = spec_suite.spec_files()
 _PARAMS = ([pytest.param(p, id=p.stem) for p in _FILES]
            or [pytest.param(None, id="spec-suite-missing")])
 

@@ -102,8 +102,7 @@ def _v128_from_lanes(lane_type: str, lanes: Sequence[str]) -> int:
 def parse_value(spec: Mapping[str, Any]) -> Any:
     """Converts one wabt JSON argument (``{"type": ..., "value": ...}``) to vm/'s Python value.
 
-    v128 values become a 128-bit unsigned int (lane 0 in the low bits); vm/ has no SIMD yet, so
-    that representation is a proposal that the SIMD work may replace.
+    v128 values become a 128-bit unsigned int (lane 0 in the low bits), vm/'s representation.
     """
     kind = spec["type"]
     value: Any = spec.get("value")

@@ -22,7 +22,7 @@ from ..binary import opcodes as op
 from ..errors import WasmError
 from ..structure import BLOCK_EMPTY, F32, F64, FuncType
 from . import handlers as H
-from . import numerics
+from . import numerics, simd_translate
 
 # Kinds of records in Compiled.specials: what the machine loop does when a closure returns
 # ``-1 - pc``.
@@ -352,6 +352,9 @@ class Translator:
         name = _NUMERIC_NAMES.get(code)
         if name is not None:
             self.numeric(code, name)
+            return
+        if code >= op.FD:  # SIMD: vm.execution.simd_translate
+            simd_translate.instr(self, code, imm)
             return
         if code == op.LOCAL_GET:
             vs.append(imm)

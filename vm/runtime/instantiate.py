@@ -13,6 +13,7 @@ from .objects import Function, Global, Instance, Memory, Table, WasmFunction
 from .store import Store
 
 Imports = Mapping[str, Mapping[str, Any]]
+V128_CONST = op.BY_NAME["v128.const"]
 
 
 def _limits_match(actual_min: int, actual_max: int | None, want: Limits) -> bool:
@@ -61,6 +62,8 @@ def eval_const(expr: list[Instr], inst: Instance) -> Any:
             value = inst.funcs[imm]
         elif code == op.GLOBAL_GET:
             value = inst.globals[imm].value
+        elif code == V128_CONST:
+            value = imm
         elif code == op.END:
             break
     return value
