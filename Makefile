@@ -8,20 +8,35 @@
 CLANG ?= clang
 PYTHON ?= python3
 WASM_CFLAGS = --target=wasm32 -ffreestanding -nostdlib -Wl,--no-entry -Wl,--export-all -O2
+# WASI test programs are ordinary C programs against wasi-libc (Debian: wasi-libc, lld,
+# libclang-rt-14-dev-wasm32); --strip-all drops the name section to keep the committed files small.
+WASI_CFLAGS = --target=wasm32-wasi -O2 -Wl,--strip-all
 
 EXAMPLE_WASM = $(patsubst %.c,%.wasm,$(wildcard examples/*.c))
 BENCH_WASM = $(patsubst %.c,%.wasm,$(wildcard bench/c/*.c))
+WASI_TEST_WASM = $(patsubst %.c,%.wasm,$(wildcard tests/wasi/*.c tests/durable/*.c))
 
-.PHONY: wasm examples bench-wasm bench
+.PHONY: wasm examples bench-wasm bench wasi-tests
 
-wasm: examples bench-wasm
+wasm: examples bench-wasm wasi-tests
 
 examples: $(EXAMPLE_WASM)
 
 bench-wasm: $(BENCH_WASM)
 
+wasi-tests: $(WASI_TEST_WASM)
+
+tests/wasi/%.wasm: tests/wasi/%.c
+	$(CLANG) $(WASI_CFLAGS) -o $@ $<
+
+tests/durable/%.wasm: tests/durable/%.c
+	$(CLANG) $(WASI_CFLAGS) -o $@ $<
+
 %.wasm: %.c
 	$(CLANG) $(WASM_CFLAGS) -o $@ $<
+
+# The SIMD kernels use 128-bit vector instructions (wasm_simd128.h).
+bench/c/simd_%.wasm: WASM_CFLAGS += -msimd128
 
 # Uses the committed .wasm files as they are, so that it needs no compiler (after a checkout the
 # .c files may look newer than their .wasm files).
