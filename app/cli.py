@@ -12,6 +12,7 @@ Every failure is one ``error: ...`` line on stderr and an exit status that tells
 from __future__ import annotations
 
 import argparse
+import os
 import struct
 import sys
 from collections.abc import Sequence
@@ -20,7 +21,10 @@ from typing import Any
 
 import vm
 from vm import structure as S
-from vm.errors import InvalidError, LinkError, MalformedError, TrapError
+from vm.errors import InvalidError, MalformedError, TrapError
+
+from . import runner
+from .statedir import StateDirError
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -35,8 +39,9 @@ EXIT_CODES = {
     EXIT_USAGE: "usage error: bad options, unknown export, wrong number or format of arguments",
     EXIT_FILE: "the module file cannot be read",
     EXIT_MODULE: "the module is malformed or invalid",
-    EXIT_LINK: "the module's imports cannot be provided (WASI is not supported yet)",
-    EXIT_TRAP: "the wasm code trapped or exhausted the call stack",
+    EXIT_LINK: "the module's imports cannot be provided (dwasm provides WASI preview1)",
+    EXIT_TRAP: "the wasm code trapped, or exhausted the call stack or its fuel",
+    130: "interrupted (SIGINT/SIGTERM); a durable run checkpointed first",
 }
 
 
@@ -158,12 +163,7 @@ def format_backtrace(trap: TrapError, module: S.Module) -> list[str]:
 # dwasm run
 
 
-def _read_module(path: str) -> S.Module:
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror or exc}", EXIT_FILE) from None
+def _load(path: str, data: bytes) -> S.Module:
     try:
         return vm.load(data)
     except MalformedError as exc:
@@ -184,53 +184,75 @@ def _exported_func_type(module: S.Module, name: str) -> S.FuncType:
     raise CliError(f"the module has no export {name!r}{hint}", EXIT_USAGE)
 
 
-def _trap_error(exc: TrapError, module: S.Module) -> CliError:
-    return CliError(f"trap: {exc.message}", EXIT_TRAP, format_backtrace(exc, module))
-
-
-def run(path: str, func: str, args: Sequence[str]) -> list[str]:
-    """Runs ``func`` of the module at ``path`` with command-line ``args``; returns result lines.
-
-    Raises CliError for every expected failure.
-    """
-    module = _read_module(path)
-    if module.imports:
-        first = module.imports[0]
-        more = f" and {len(module.imports) - 1} more" if len(module.imports) > 1 else ""
-        raise CliError(f"{path} imports {first.module}.{first.name}{more}; imports are not "
-                       "supported yet (WASI comes later)", EXIT_LINK)
-    functype = _exported_func_type(module, func)
-    if len(args) != len(functype.params):
-        raise CliError(f"{func} takes {len(functype.params)} argument(s) {functype}, "
-                       f"{len(args)} given", EXIT_USAGE)
-    try:
-        values = [parse_arg(a, t) for a, t in zip(args, functype.params)]
-    except ValueError as exc:
-        raise CliError(f"bad argument: {exc}", EXIT_USAGE) from None
-    store = vm.Store()
-    try:
-        instance = vm.instantiate(store, module, {})
-    except LinkError as exc:
-        raise CliError(f"cannot link {path}: {exc}", EXIT_LINK) from None
-    except TrapError as exc:
-        raise _trap_error(exc, module) from None
-    try:
-        results = instance.invoke(func, values)
-    except TrapError as exc:
-        raise _trap_error(exc, module) from None
+def format_results(results: list[Any], functype: S.FuncType) -> list[str]:
     return [format_result(v, t) for v, t in zip(results, functype.results)]
 
 
+def _read_bytes(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}", EXIT_FILE) from None
+
+
+def _parse_dir(text: str) -> list[str]:
+    host, sep, guest = text.partition("::")
+    if not host:
+        raise CliError(f"bad --dir {text!r}: expected HOST[::GUEST]", EXIT_USAGE)
+    if not os.path.isdir(host):
+        raise CliError(f"--dir {host}: not a directory", EXIT_FILE)
+    return [host, guest if sep else host]
+
+
+def _parse_env(text: str) -> list[str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise CliError(f"bad --env {text!r}: expected NAME=VALUE", EXIT_USAGE)
+    return [name, value]
+
+
 def _cmd_run(ns: argparse.Namespace) -> int:
-    if ns.invoke is None:
-        raise CliError("running WASI commands (_start) is not supported yet; "
-                       "use --invoke FUNC to call one exported function", EXIT_USAGE)
     args = list(ns.args)
     if args[:1] == ["--"]:
         args = args[1:]
-    for line in run(ns.file, ns.invoke, args):
-        print(line)
-    return EXIT_OK
+    data = _read_bytes(ns.file)
+    module = _load(ns.file, data)
+    values: list[Any] = []
+    if ns.invoke is not None:
+        functype = _exported_func_type(module, ns.invoke)
+        if len(args) != len(functype.params):
+            raise CliError(f"{ns.invoke} takes {len(functype.params)} argument(s) {functype}, "
+                           f"{len(args)} given", EXIT_USAGE)
+        try:
+            values = [parse_arg(a, t) for a, t in zip(args, functype.params)]
+        except ValueError as exc:
+            raise CliError(f"bad argument: {exc}", EXIT_USAGE) from None
+    if ns.fuel is not None and ns.fuel <= 0:
+        raise CliError("--fuel must be positive", EXIT_USAGE)
+    if ns.checkpoint_interval <= 0:
+        raise CliError("--checkpoint-interval must be positive", EXIT_USAGE)
+    config = runner.RunConfig(
+        module_path=ns.file, args=args, env=[_parse_env(e) for e in ns.env],
+        dirs=[_parse_dir(d) for d in ns.dir], invoke=ns.invoke, fuel=ns.fuel,
+        interval=ns.checkpoint_interval)
+    try:
+        return runner.run(module, data, config, values, format_results, state=ns.state)
+    except runner.RunError as exc:
+        raise CliError(exc.message, exc.exit_code, exc.details) from None
+    except StateDirError as exc:
+        raise CliError(str(exc), EXIT_FILE) from None
+
+
+def _cmd_resume(ns: argparse.Namespace) -> int:
+    try:
+        return runner.resume(ns.state, format_results)
+    except runner.RunError as exc:
+        raise CliError(exc.message, exc.exit_code, exc.details) from None
+    except StateDirError as exc:
+        raise CliError(str(exc), EXIT_FILE) from None
+    except (MalformedError, InvalidError) as exc:
+        raise CliError(f"{ns.state}/module.wasm: {exc}", EXIT_MODULE) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,19 +269,45 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     run_parser = commands.add_parser(
-        "run", help="run a module's exported function",
-        description="Call one exported function of a WebAssembly module and print its results, "
-                    "one per line (integers signed, floats as wasmtime prints them). Options go "
-                    "before FILE; everything after FILE is an argument of the function, so "
-                    "negative numbers need no quoting.",
-        epilog=f"example:\n  dwasm run --invoke fib examples/fib.wasm 25\n\nexit status:\n{codes}",
+        "run", help="run a WebAssembly program (WASI command) or one exported function",
+        description="Run a WASI command (its _start), or with --invoke call one exported "
+                    "function and print its results, one per line (integers signed, floats as "
+                    "wasmtime prints them). Options go before FILE; everything after FILE is an "
+                    "argument of the program or function. With --state DIR the run is durable: "
+                    "it checkpoints into DIR, and after the process dies (even SIGKILL) "
+                    "`dwasm resume DIR` continues it; output is neither lost nor repeated.",
+        epilog="examples:\n  dwasm run --invoke fib examples/fib.wasm 25\n"
+               "  dwasm run --dir data::/data --state run1 prog.wasm input.txt\n"
+               f"\nexit status: the program's exit code, or\n{codes}",
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    run_parser.add_argument("--dir", action="append", default=[], metavar="HOST[::GUEST]",
+                            help="preopen directory HOST for the program, as GUEST (default: "
+                                 "the same path); nothing outside preopens is reachable")
+    run_parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                            help="environment variable for the program")
     run_parser.add_argument("--invoke", metavar="FUNC",
-                            help="exported function to call (required until WASI is supported)")
+                            help="call this exported function instead of _start")
+    run_parser.add_argument("--fuel", type=int, metavar="N",
+                            help="stop with an error after N units of fuel (loop iterations "
+                                 "and calls)")
+    run_parser.add_argument("--state", metavar="DIR",
+                            help="run durably, checkpointing into DIR (must be new or empty)")
+    run_parser.add_argument("--checkpoint-interval", type=float, default=1.0,
+                            metavar="SECONDS", help="with --state: seconds between periodic "
+                                                    "checkpoints (default 1)")
     run_parser.add_argument("file", metavar="FILE.wasm", help="the WebAssembly binary")
     run_parser.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
-                            help="the function's arguments: decimal integers or floats")
+                            help="the program's arguments, or the function's (decimal integers "
+                                 "or floats)")
     run_parser.set_defaults(handler=_cmd_run)
+    resume_parser = commands.add_parser(
+        "resume", help="continue a durable run from its state directory",
+        description="Continue a `dwasm run --state DIR` run from its latest checkpoint, with "
+                    "the same stdout/stderr destinations (append: `>> out`).",
+        epilog=f"exit status: the program's exit code, or\n{codes}",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    resume_parser.add_argument("state", metavar="DIR", help="the state directory")
+    resume_parser.set_defaults(handler=_cmd_resume)
     return parser
 
 

@@ -11,6 +11,14 @@ from .runtime.store import Store
 from .structure import Module
 
 
+def __getattr__(name: str):  # ``vm.wasi`` and ``vm.snapshot`` load on first use
+    if name in ("wasi", "snapshot"):
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'vm' has no attribute {name!r}")
+
+
 def decode_module(data: bytes) -> Module:
     """Decode a binary module; raises MalformedError."""
     from .binary.decoder import decode_module as decode
