@@ -41,6 +41,7 @@ EXIT_CODES = {
     EXIT_MODULE: "the module is malformed or invalid",
     EXIT_LINK: "the module's imports cannot be provided (dwasm provides WASI preview1)",
     EXIT_TRAP: "the wasm code trapped, or exhausted the call stack or its fuel",
+    8: "a checkpoint would exceed --max-snapshot-bytes",
     130: "interrupted (SIGINT/SIGTERM); a durable run checkpointed first",
 }
 
@@ -235,7 +236,7 @@ def _cmd_run(ns: argparse.Namespace) -> int:
     config = runner.RunConfig(
         module_path=ns.file, args=args, env=[_parse_env(e) for e in ns.env],
         dirs=[_parse_dir(d) for d in ns.dir], invoke=ns.invoke, fuel=ns.fuel,
-        interval=ns.checkpoint_interval)
+        interval=ns.checkpoint_interval, max_snapshot_bytes=ns.max_snapshot_bytes)
     try:
         return runner.run(module, data, config, values, format_results, state=ns.state)
     except runner.RunError as exc:
@@ -295,6 +296,9 @@ def _parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--checkpoint-interval", type=float, default=1.0,
                             metavar="SECONDS", help="with --state: seconds between periodic "
                                                     "checkpoints (default 1)")
+    run_parser.add_argument("--max-snapshot-bytes", type=int, metavar="N",
+                            help="with --state: fail (exit 8) rather than write a checkpoint "
+                                 "larger than N bytes (memory plus manifest)")
     run_parser.add_argument("file", metavar="FILE.wasm", help="the WebAssembly binary")
     run_parser.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
                             help="the program's arguments, or the function's (decimal integers "

@@ -52,6 +52,7 @@ class RunConfig:
     invoke: str | None = None
     fuel: int | None = None
     interval: float = 1.0
+    max_snapshot_bytes: int | None = None
     stdout_base: int | None = None  # size of stdout (a regular file) when the run started
     stderr_base: int | None = None
 
@@ -114,8 +115,12 @@ class Program:
         assert self.instance is not None
         host = {"wasi": self.wasi.state(), "fuel_used": self.fuel_used, "exit": exit_record}
         execution = None if exit_record is not None else self.execution
-        manifest, chunks = snapshot.capture(self.instance, execution, host=host,
-                                            known=self.state_dir.known())
+        try:
+            manifest, chunks = snapshot.capture(self.instance, execution, host=host,
+                                                known=self.state_dir.known(),
+                                                max_bytes=self.config.max_snapshot_bytes)
+        except snapshot.SnapshotError as exc:
+            raise RunError(f"cannot checkpoint: {exc}", 8) from None
         self.state_dir.save(manifest, chunks)
         self.last_checkpoint = time.monotonic()
 

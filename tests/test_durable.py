@@ -95,3 +95,12 @@ def test_run_refuses_to_overwrite_a_state_directory(tmp_path: Path) -> None:
                    stdout=tmp_path / "o2", stderr=tmp_path / "e2", append=False)
     assert second.wait(timeout=60) == 3
     assert "already holds a run" in (tmp_path / "e2").read_text()
+
+
+def test_checkpoint_over_the_snapshot_limit_is_a_clear_error(tmp_path: Path) -> None:
+    proc = dwasm("run", "--state", str(tmp_path / "state"), "--max-snapshot-bytes", "100000",
+                 "--dir", f"{tmp_path}::/data", str(CRUNCH), "3",
+                 stdout=tmp_path / "o", stderr=tmp_path / "e", append=False)
+    assert proc.wait(timeout=60) == 8
+    err = (tmp_path / "e").read_text()
+    assert err.startswith("error: cannot checkpoint: snapshot of") and "100000" in err

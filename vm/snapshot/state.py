@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Callable, Container
 
 from ..execution.machine import Execution, Frame, compiled_code
@@ -18,14 +19,22 @@ VERSION = 1
 
 
 def capture(instance: Instance, execution: Execution | None = None, *, host: Any = None,
-            known: Container[str] = frozenset()) -> tuple[dict[str, Any], dict[str, bytes]]:
+            known: Container[str] = frozenset(), max_bytes: int | None = None
+            ) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Snapshot ``instance`` (and ``execution``, which must be stopped: not running).
 
     Returns ``(manifest, new_chunks)``: the manifest is JSON-serialisable; ``new_chunks`` maps
     chunk hashes to compressed chunk bytes for every memory chunk not in ``known`` — pass the
     hashes already stored to make the checkpoint incremental. ``host`` is JSON-serialisable
-    state of the embedder (e.g. WASI's) stored alongside.
+    state of the embedder (e.g. WASI's) stored alongside. ``max_bytes`` limits the snapshot's
+    size — its memories' raw bytes plus the manifest's JSON — and raises SnapshotError beyond
+    it (before any chunk is compressed), so a runaway guest cannot fill the checkpoint store.
     """
+    if max_bytes is not None:
+        raw = sum(len(m.data) for m in instance.mems)
+        if raw > max_bytes:
+            raise SnapshotError(f"snapshot of at least {raw} bytes exceeds the limit of "
+                                f"{max_bytes} bytes")
     func_index = {id(f): i for i, f in enumerate(instance.funcs)}
 
     def enc(v: Any) -> list[Any]:
@@ -58,6 +67,11 @@ def capture(instance: Instance, execution: Execution | None = None, *, host: Any
                                                                        enc),
         "host": host,
     }
+    if max_bytes is not None:
+        size = sum(len(m.data) for m in instance.mems) + len(json.dumps(manifest))
+        if size > max_bytes:
+            raise SnapshotError(f"snapshot of {size} bytes exceeds the limit of {max_bytes} "
+                                "bytes")
     return manifest, new_chunks
 
 
@@ -72,7 +86,7 @@ def _capture_execution(ex: Execution, func_index: dict[int, int],
         "frames": [],
         "pending": None,
     }
-    if ex.status == "ready" and ex.frames and ex.frames[-1].pc == 0 and len(ex.frames) == 1:
+    if ex.status == "ready" and ex.pending is None and len(ex.frames) == 1 and ex.frames[0].pc == 0:
         # Never run: the arguments are the first locals.
         frame = ex.frames[0]
         state["args"] = [enc(v) for v in frame.regs[:frame.compiled.nparams]]
