@@ -126,7 +126,7 @@ class Program:
 
     def _commit_output(self) -> None:
         self.checkpoint()
-        self.wasi.flush()
+        flush(self.wasi)
 
     # --- running ------------------------------------------------------------------------------
 
@@ -166,7 +166,7 @@ class Program:
             record = {"trap": exc.message, "backtrace": exc.backtrace,
                       "exhaustion": isinstance(exc, ExhaustionError)}
             self.checkpoint(record)
-            self.wasi.flush()
+            flush(self.wasi)
             raise RunError(f"trap: {exc.message}", 6, format_backtrace(exc, self.module)) from None
 
     def _finish(self, code: int, results: list[Any] | None) -> int:
@@ -176,7 +176,7 @@ class Program:
             text = "".join(line + "\n" for line in self.format_results(results, functype))
             self.wasi.streams["stdout"].write(text.encode())
         self.checkpoint({"code": code})
-        self.wasi.flush()
+        flush(self.wasi)
         return code
 
     def install_signal_handlers(self) -> None:
@@ -186,6 +186,20 @@ class Program:
 
         signal.signal(signal.SIGINT, request_stop)
         signal.signal(signal.SIGTERM, request_stop)
+
+
+def flush(wasi: Wasi) -> None:
+    """Write the program's held-back output; a reader that went away (``| head``) is not an
+    error of the run, as with any Unix tool: the rest of the output is dropped."""
+    try:
+        wasi.flush()
+    except BrokenPipeError:
+        for stream in wasi.streams.values():
+            stream.pending.clear()
+        # Keep Python from complaining about the closed pipe again at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def new_wasi(config: RunConfig, autoflush: bool) -> Wasi:
@@ -244,7 +258,7 @@ def resume(state: str, format_results: Callable[[list[Any], S.FuncType], list[st
         program.fuel_used = host.get("fuel_used", 0)
         exit_record = host.get("exit")
         if exit_record is not None:  # it had finished: deliver what the crash may have cut off
-            wasi.flush()
+            flush(wasi)
             if "trap" in exit_record:
                 raise RunError(f"trap: {exit_record['trap']}", 6)
             return int(exit_record["code"])
