@@ -68,6 +68,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("matmul", "matmul.wasm", "matmul", (36,), 651928173, "memory: i32 loads, mul, add"),
     Benchmark("mandelbrot", "mandelbrot.wasm", "mandelbrot", (40, 50), 19932, "float: f64 arithmetic"),
     Benchmark("nbody", "nbody.wasm", "nbody", (500,), -0.16902152766534373, "float: f64 loads/stores, sqrt"),
+    Benchmark("simd", "simd_blend.wasm", "simd_blend", (4096, 12), 3001660786, "SIMD: i8x16/i32x4/f32x4 lanes, shuffle, v128 loads/stores"),
 )
 
 
