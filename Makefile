@@ -15,10 +15,12 @@ WASI_CFLAGS = --target=wasm32-wasi -O2 -Wl,--strip-all
 EXAMPLE_WASM = $(patsubst %.c,%.wasm,$(wildcard examples/*.c))
 BENCH_WASM = $(patsubst %.c,%.wasm,$(wildcard bench/c/*.c))
 WASI_TEST_WASM = $(patsubst %.c,%.wasm,$(wildcard tests/wasi/*.c tests/durable/*.c))
+# Flows: WASI commands that also import the dwasm module (sdk/c/dwasm.h, docs/guest-abi.md).
+FLOW_WASM = $(patsubst %.c,%.wasm,$(wildcard examples/flows/*.c))
 
-.PHONY: wasm examples bench-wasm bench wasi-tests
+.PHONY: wasm examples bench-wasm bench wasi-tests flows
 
-wasm: examples bench-wasm wasi-tests
+wasm: examples bench-wasm wasi-tests flows
 
 examples: $(EXAMPLE_WASM)
 
@@ -26,11 +28,16 @@ bench-wasm: $(BENCH_WASM)
 
 wasi-tests: $(WASI_TEST_WASM)
 
+flows: $(FLOW_WASM)
+
 tests/wasi/%.wasm: tests/wasi/%.c
 	$(CLANG) $(WASI_CFLAGS) -o $@ $<
 
 tests/durable/%.wasm: tests/durable/%.c
 	$(CLANG) $(WASI_CFLAGS) -o $@ $<
+
+examples/flows/%.wasm: examples/flows/%.c sdk/c/dwasm.h
+	$(CLANG) $(WASI_CFLAGS) -Wall -Wextra -I sdk/c -o $@ $<
 
 %.wasm: %.c
 	$(CLANG) $(WASM_CFLAGS) -o $@ $<
