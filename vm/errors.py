@@ -48,12 +48,12 @@ class Suspend(Exception):
 
     Not an error: the execution's status becomes ``"host"``, it can be snapshotted, and
     ``Execution.complete_host(results)`` later delivers the call's results. ``reason`` is any
-    data the host wants to keep with the pending call; ``func`` and ``args`` are filled in by
-    the machine.
+    data the host wants to keep with the pending call; ``func`` and ``call_args`` (the call's
+    arguments) are filled in by the machine.
     """
 
     def __init__(self, reason: object = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.func: object = None
-        self.args: list[object] = []
+        self.call_args: list[object] = []

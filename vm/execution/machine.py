@@ -229,7 +229,7 @@ class Machine:
                 raise WasmError(f"host function {getattr(func, 'name', '?')} suspended outside "
                                 "a resumable execution") from suspend
             suspend.func = func
-            suspend.args = [normalize(v) for v in args]
+            suspend.call_args = [normalize(v) for v in args]
             raise
 
 

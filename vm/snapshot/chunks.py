@@ -31,12 +31,17 @@ def compress(raw: bytes) -> bytes:
     return zlib.compress(raw, _LEVEL)
 
 
-def decompress(blob: bytes, expected_size: int | None = None) -> bytes:
-    # Bounded: a chunk never inflates beyond the chunk size (guards against zip bombs).
+def decompress(blob: bytes, expected_size: int | None = None, digest: str | None = None) -> bytes:
+    """Inflate a chunk, bounded by its size (no zip bombs), and check it against its name."""
     d = zlib.decompressobj()
-    raw = d.decompress(blob, (expected_size or CHUNK_SIZE) + 1)
+    try:
+        raw = d.decompress(blob, (expected_size or CHUNK_SIZE) + 1)
+    except zlib.error as exc:
+        raise ValueError(f"chunk data is corrupt: {exc}") from None
     if d.unconsumed_tail or (expected_size is not None and len(raw) != expected_size):
         raise ValueError("chunk does not inflate to its declared size")
+    if digest is not None and hashlib.sha256(raw).hexdigest() != digest:
+        raise ValueError(f"chunk {digest} does not match its contents")
     return raw
 
 

@@ -8,9 +8,9 @@ from typing import Any, Callable, Container
 from ..execution.machine import Execution, Frame, compiled_code
 from ..execution.translate import S_CALL, S_CALL_INDIRECT, S_FUEL
 from ..runtime.instantiate import Imports, allocate
-from ..runtime.objects import PAGE_SIZE, HostFunction, Instance, WasmFunction
+from ..runtime.objects import PAGE_SIZE, Function, HostFunction, Instance, WasmFunction
 from ..runtime.store import Store
-from ..structure import Module
+from ..structure import F32, F64, FUNCREF, I32, I64, V128, VALTYPE_NAMES, Module
 from .chunks import CHUNK_SIZE, COMPRESSION, ChunkSource, chunk_hashes, compress, decompress
 from .values import SnapshotError, decode_value, encode_value
 
@@ -79,12 +79,15 @@ def _capture_execution(ex: Execution, func_index: dict[int, int],
                        enc: Callable[[Any], list[Any]]) -> dict[str, Any]:
     if ex.status == "failed":
         raise SnapshotError("a failed execution cannot be snapshotted")
+    if not isinstance(ex.func, WasmFunction) and ex.status != "done":
+        raise SnapshotError("an execution of a host function can only be snapshotted when done")
     state: dict[str, Any] = {
         "status": ex.status,
         "entry": func_index[id(ex.func)],
         "results": None if ex.results is None else [enc(v) for v in ex.results],
         "frames": [],
         "pending": None,
+        "fuel_left": ex.fuel_left,
     }
     if ex.status == "ready" and ex.pending is None and len(ex.frames) == 1 and ex.frames[0].pc == 0:
         # Never run: the arguments are the first locals.
@@ -103,7 +106,7 @@ def _capture_execution(ex: Execution, func_index: dict[int, int],
         if idx is None:
             raise SnapshotError("the pending host call is not to an import of this instance")
         state["pending"] = {
-            "func": idx, "args": [enc(v) for v in pending.args], "reason": pending.reason,
+            "func": idx, "args": [enc(v) for v in pending.call_args], "reason": pending.reason,
             "results": None if ex.delivered is None else [enc(v) for v in ex.delivered]}
     return state
 
@@ -180,7 +183,10 @@ def _restore(manifest: dict[str, Any], chunks: ChunkSource, module: Module,
             if blob is None:
                 raise SnapshotError(f"memory chunk {digest} is missing")
             want = min(chunk_size, size - len(data))
-            data += decompress(blob, want)
+            try:
+                data += decompress(blob, want, digest)
+            except ValueError as exc:
+                raise SnapshotError(str(exc)) from None
         if len(data) != size:
             raise SnapshotError("memory chunks do not add up to the memory size")
         mem.data[:] = data  # in place: translated code holds on to this bytearray
@@ -198,14 +204,40 @@ def _restore(manifest: dict[str, Any], chunks: ChunkSource, module: Module,
     return inst, _restore_execution(state, inst, store, dec)
 
 
+_STATUSES = frozenset({"ready", "suspended", "host", "done"})
+_INT_LIMIT = {I32: 1 << 32, I64: 1 << 64, V128: 1 << 128}
+
+
+def _check_local(valtype: int, value: Any, func: int) -> None:
+    """A restored local must be a value of its declared type (the snapshot may be damaged)."""
+    limit = _INT_LIMIT.get(valtype)
+    if limit is not None:
+        ok = type(value) is int and 0 <= value < limit
+    elif valtype in (F32, F64):
+        ok = type(value) is float
+    elif valtype == FUNCREF:
+        ok = value is None or isinstance(value, Function)
+    else:
+        ok = True
+    if not ok:
+        raise SnapshotError(f"frame of function {func}: {value!r} is not a "
+                            f"{VALTYPE_NAMES.get(valtype, hex(valtype))}")
+
+
 def _restore_execution(state: dict[str, Any], inst: Instance, store: Store,
                        dec: Callable[[Any], Any]) -> Execution:
+    if state["status"] not in _STATUSES:
+        raise SnapshotError(f"unknown execution status {state['status']!r}")
     entry = inst.funcs[state["entry"]]
     if "args" in state:
         return Execution(store, entry, [dec(v) for v in state["args"]])
     ex = Execution(store, entry, [])  # replaced below
     ex.machine.frames.clear()
     ex.status = state["status"]
+    fuel_left = state.get("fuel_left")
+    if fuel_left is not None and (type(fuel_left) is not int or fuel_left < 0):
+        raise SnapshotError(f"bad fuel_left {fuel_left!r}")
+    ex.fuel_left = fuel_left
     if state["results"] is not None:
         ex.results = [dec(v) for v in state["results"]]
     for fs in state["frames"]:
@@ -225,6 +257,12 @@ def _restore_execution(state: dict[str, Any], inst: Instance, store: Store,
         if len(locals_) != nl:
             raise SnapshotError(f"frame of function {fs['func']} has {len(locals_)} locals, "
                                 f"expected {nl}")
+        for valtype, value in zip((*func.type.params, *func.func.locals), locals_):
+            _check_local(valtype, value, fs["func"])
+        for value in stack:
+            if type(value) is int and not 0 <= value < 1 << 128:
+                raise SnapshotError(f"frame of function {fs['func']}: stack value {value} is "
+                                    "out of range")
         limit = len(compiled.stack_maps[pc])
         if len(stack) > limit:
             raise SnapshotError(f"frame of function {fs['func']} has too deep a stack")
@@ -240,7 +278,7 @@ def _restore_execution(state: dict[str, Any], inst: Instance, store: Store,
 
         pending = Suspend(p["reason"])
         pending.func = callee
-        pending.args = [dec(v) for v in p["args"]]
+        pending.call_args = [dec(v) for v in p["args"]]
         ex.pending = pending
         if p["results"] is not None:
             ex.delivered = [dec(v) for v in p["results"]]

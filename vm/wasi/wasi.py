@@ -163,7 +163,7 @@ class Wasi(MiscCalls, FdCalls, PathCalls, PollCalls):
         durable.fresh = False
         self.suspended = None
         try:
-            return [call_errno(getattr(self, name), pending.args)]
+            return [call_errno(getattr(self, name), pending.call_args)]
         finally:
             durable.forced = False
 
