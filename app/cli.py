@@ -32,6 +32,7 @@ EXIT_FILE = 3
 EXIT_MODULE = 4
 EXIT_LINK = 5
 EXIT_TRAP = 6
+EXIT_SERVICE = 7
 
 EXIT_CODES = {
     EXIT_OK: "success",
@@ -42,6 +43,8 @@ EXIT_CODES = {
     EXIT_LINK: "the module's imports cannot be provided (dwasm provides WASI preview1)",
     EXIT_TRAP: "the wasm code trapped, or exhausted the call stack or its fuel",
     8: "a checkpoint would exceed --max-snapshot-bytes",
+    EXIT_SERVICE: "the service cannot start: bad settings, database unreachable, failed "
+                  "migration, address in use",
     130: "interrupted (SIGINT/SIGTERM); a durable run checkpointed first",
 }
 
@@ -256,6 +259,34 @@ def _cmd_resume(ns: argparse.Namespace) -> int:
         raise CliError(f"{ns.state}/module.wasm: {exc}", EXIT_MODULE) from None
 
 
+def _cmd_serve(ns: argparse.Namespace) -> int:
+    from . import serve  # imported here: `dwasm run` does not need the service's dependencies
+
+    try:
+        return serve.serve(ns.host, ns.port)
+    except serve.ServeError as exc:
+        raise CliError(str(exc), EXIT_SERVICE) from None
+
+
+def _cmd_migrate(ns: argparse.Namespace) -> int:
+    from . import serve
+
+    try:
+        return serve.migrate_command()
+    except serve.ServeError as exc:
+        raise CliError(str(exc), EXIT_SERVICE) from None
+
+
+def _cmd_worker(ns: argparse.Namespace) -> int:
+    from .worker import command  # imported here: only workers need httpx
+
+    try:
+        return command.run(ns.target, url=ns.url, token=ns.token, concurrency=ns.concurrency,
+                           log_level=ns.log_level, log_format=ns.log_format)
+    except command.WorkerCommandError as exc:
+        raise CliError(exc.message, EXIT_USAGE, exc.details) from None
+
+
 # --------------------------------------------------------------------------------------------
 # Entry point
 
@@ -312,6 +343,48 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     resume_parser.add_argument("state", metavar="DIR", help="the state directory")
     resume_parser.set_defaults(handler=_cmd_resume)
+    service_env = ("environment: DWASM_DATABASE_URL (default: an embedded PostgreSQL in "
+                   "DWASM_DATA_DIR, default ./.dwasm), DWASM_MAX_PAYLOAD, DWASM_MAX_MODULE_SIZE, "
+                   "DWASM_LOG_LEVEL; see app/api/settings.py")
+    serve_parser = commands.add_parser(
+        "serve", help="run the dwasm service (HTTP API)",
+        description="Serve the dwasm HTTP API until SIGTERM/SIGINT. Applies pending database "
+                    "migrations first.", epilog=service_env)
+    serve_parser.add_argument("--host", metavar="HOST",
+                              help="address to listen on (default: DWASM_HOST or 127.0.0.1)")
+    serve_parser.add_argument("--port", type=int, metavar="PORT",
+                              help="port to listen on, 0 for any free port (default: DWASM_PORT "
+                                   "or 8080)")
+    serve_parser.set_defaults(handler=_cmd_serve)
+    migrate_parser = commands.add_parser(
+        "migrate", help="apply pending database migrations and exit",
+        description="Apply the pending SQL migrations to the service's database and exit.",
+        epilog=service_env)
+    migrate_parser.set_defaults(handler=_cmd_migrate)
+    worker_parser = commands.add_parser(
+        "worker", help="run Python task handlers as a worker of a dwasm service",
+        description="Import MODULE (a dotted name or a .py file) and run its Worker (or the "
+                    "Worker named by :ATTR, or its @handler functions) until SIGINT/SIGTERM: "
+                    "in-flight tasks finish first; a second signal abandons them. See "
+                    "docs/workers.md.",
+        epilog="environment: DWASM_URL, DWASM_TOKEN (when --url/--token are not given)\n"
+               "exit status: 0 after a clean stop, 130 if in-flight tasks were abandoned, "
+               "2 if MODULE cannot be loaded",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    worker_parser.add_argument("target", metavar="MODULE[:ATTR]",
+                               help="module with a Worker or @handler functions")
+    worker_parser.add_argument("--url", metavar="URL",
+                               help="the service (default: DWASM_URL or http://127.0.0.1:8080)")
+    worker_parser.add_argument("--token", metavar="TOKEN",
+                               help="bearer token for the service (default: DWASM_TOKEN)")
+    worker_parser.add_argument("--concurrency", type=int, metavar="N",
+                               help="handler threads per queue (default: as the module says, "
+                                    "else 1)")
+    worker_parser.add_argument("--log-level", default="info",
+                               choices=["debug", "info", "warning", "error"])
+    worker_parser.add_argument("--log-format", default="text", choices=["text", "json"],
+                               help="json: one JSON object per line")
+    worker_parser.set_defaults(handler=_cmd_worker)
     return parser
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import spec_suite
 
+# Fixtures for the service's tests: PostgreSQL, fresh databases, live servers (dbfixtures.py).
+pytest_plugins = ["dbfixtures"]
+
 
 def pytest_report_header(config: object) -> list[str]:
     root = spec_suite.suite_dir()

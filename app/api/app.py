@@ -1,0 +1,192 @@
+"""The FastAPI application: :func:`create_app` assembles routers, errors, limits and metrics.
+
+Extension points (for the flow engine and its routers)::
+
+    app = create_app(settings, db,
+                     routers=[flows.router, tasks.router],      # included after the core ones
+                     engine_factory=make_engine,                # (db, settings) -> engine
+                     lifespan_hooks=[timer_loop])               # (app) -> async context manager
+
+Start-up order (the lifespan): connect the database (unless ``db`` was given: then the caller
+owns it and closes it), apply pending migrations (``settings.migrate_on_start``), set
+``app.state.db``, build the engine with ``engine_factory(db, settings)`` into
+``app.state.engine`` and await its ``start()`` if it has one, then enter each lifespan hook in
+order. Shut-down runs the same in reverse: hooks exit, ``await engine.stop()``, the pool
+closes. A hook may register readiness checks in ``app.state.ready_checks[name]`` and metrics
+in ``app.state.metrics``; routers reach all of these through :mod:`app.api.deps`.
+
+Conventions every router follows: ``tags=[<resource>]`` on the router and ``name=<verb>`` on
+each route, giving operationIds ``<tag>_<verb>`` (:func:`operation_id`); errors are raised as
+:class:`~app.api.problems.ProblemError` and declared with
+:func:`~app.api.problems.problem_responses` so the OpenAPI document lists them as
+``application/problem+json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..db import Database, migrate
+from .limits import BodyLimitMiddleware
+from .metrics import Registry
+from .problems import PROBLEM_MEDIA_TYPE, install_problem_handlers
+from .routers import CORE_ROUTERS
+from .settings import Settings
+
+EngineFactory = Callable[[Database, Settings], Any]
+LifespanHook = Callable[[FastAPI], AbstractAsyncContextManager[Any]]
+
+API_VERSION = "0.1.0"
+CORE_TAGS: list[dict[str, str]] = [
+    {"name": "ops", "description": "Liveness, readiness and Prometheus metrics."},
+    {"name": "modules", "description": "WebAssembly modules, content-addressed by SHA-256."},
+]
+
+
+def operation_id(route: APIRoute) -> str:
+    """``<first tag>_<route name>``: stable names for generated clients (``modules_upload``)."""
+    name = re.sub(r"\W+", "_", route.name).strip("_")
+    if not route.tags:
+        return name
+    tag = re.sub(r"\W+", "_", str(getattr(route.tags[0], "value", route.tags[0]))).strip("_")
+    return name if name.startswith(f"{tag}_") else f"{tag}_{name}"
+
+
+class MetricsMiddleware:
+    """Counts requests and their latency by method, route template and status."""
+
+    def __init__(self, app: ASGIApp, registry: Registry) -> None:
+        self.app = app
+        self.requests = registry.counter(
+            "dwasm_http_requests_total", "HTTP requests answered.", ["method", "route", "status"])
+        self.latency = registry.histogram(
+            "dwasm_http_request_duration_seconds", "Time to answer an HTTP request.",
+            ["method", "route"])
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "")
+            self.requests.inc(method=method, route=template, status=str(status))
+            self.latency.observe(time.perf_counter() - began, method=method, route=template)
+
+
+def _problem_media_types(schema: dict[str, Any]) -> dict[str, Any]:
+    """Error responses (4xx/5xx) are ``application/problem+json``, not ``application/json``."""
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            if not isinstance(operation, dict):
+                continue
+            for status, response in operation.get("responses", {}).items():
+                content = response.get("content")
+                if str(status)[:1] in "45" and content and "application/json" in content:
+                    content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
+    return schema
+
+
+def create_app(settings: Settings, db: Database | None = None, *,
+               routers: Sequence[APIRouter] = (),
+               engine_factory: EngineFactory | None = None,
+               lifespan_hooks: Sequence[LifespanHook] = (),
+               tags: Sequence[dict[str, str]] = ()) -> FastAPI:
+    """The dwasm API app. See the module docstring for the extension points and start-up order.
+
+    Without ``db``, the lifespan connects to ``settings.database_url`` (which must be set).
+    ``tags``: OpenAPI tag descriptions for the extra routers' tags.
+    """
+    if db is None and not settings.database_url:
+        raise ValueError("create_app needs a Database or settings.database_url")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database = db
+        if database is None:
+            assert settings.database_url is not None
+            database = await Database.connect(settings.database_url, settings.db_pool_min,
+                                              settings.db_pool_max,
+                                              timeout=settings.db_connect_timeout)
+        try:
+            if settings.migrate_on_start:
+                await migrate(database)
+            app.state.db = database
+            async with contextlib.AsyncExitStack() as stack:
+                if engine_factory is not None:
+                    engine = engine_factory(database, settings)
+                    app.state.engine = engine
+                    if callable(getattr(engine, "start", None)):
+                        await engine.start()
+                    if callable(getattr(engine, "stop", None)):
+                        stack.push_async_callback(engine.stop)
+                for hook in lifespan_hooks:
+                    await stack.enter_async_context(hook(app))
+                yield
+        finally:
+            app.state.db = None
+            app.state.engine = None
+            if db is None:
+                await database.close()
+
+    app = FastAPI(
+        title="dwasm", version=API_VERSION, lifespan=lifespan,
+        description="Durable WebAssembly flows. Errors are RFC 9457 problem details "
+                    "(application/problem+json).",
+        openapi_tags=[*CORE_TAGS, *tags], generate_unique_id_function=operation_id)
+    app.state.settings = settings
+    app.state.metrics = Registry()
+    app.state.db = None
+    app.state.engine = None
+    app.state.ready_checks = {}
+    for router in (*CORE_ROUTERS, *routers):
+        app.include_router(router)
+    # Each middleware added wraps the previous ones: metrics see every response, 413s from the
+    # limit included, and the problem handlers' catch-all for unexpected errors is outermost.
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_body)
+    app.add_middleware(MetricsMiddleware, registry=app.state.metrics)
+    install_problem_handlers(app)
+
+    def pool_samples() -> list[tuple[dict[str, str], float]]:
+        database = app.state.db
+        if database is None:
+            return []
+        stats = database.stats()
+        return [({"state": "idle"}, stats["idle"]),
+                ({"state": "busy"}, stats["size"] - stats["idle"]),
+                ({"state": "max"}, stats["max"])]
+
+    app.state.metrics.gauge_callback("dwasm_db_pool_connections",
+                                     "Database pool connections.", ["state"], pool_samples)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _problem_media_types(get_openapi(
+                title=app.title, version=app.version, description=app.description,
+                routes=app.routes, tags=app.openapi_tags))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

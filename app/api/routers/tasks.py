@@ -1,0 +1,157 @@
+"""Workers' endpoints: lease tasks from a queue (long-poll), heartbeat, complete, fail.
+
+Payloads and results are bytes, carried as base64 in JSON (``payload``, ``result``; a text
+result may be given as ``result_text`` instead). Every report names the lease it was given:
+duplicates are answered 200 and change nothing; a report whose lease no longer holds the task,
+or on a finished or cancelled task, is a 409 (see ``app.flows.tasks``). Task ids are
+``<flow id>/<n>``; the ``/`` needs no escaping in these paths.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from ...flows import store
+from ...flows import tasks as ops
+from ...flows.errors import FlowError, task_not_found
+from .flows import DB, EngineDep
+from ..problems import problem_responses
+
+router = APIRouter(tags=["tasks"], responses=problem_responses(422))
+
+TaskId = Annotated[str, Path(description="'<flow id>/<n>'", max_length=4096)]
+Queue = Annotated[str, Path(description="1-200 characters of [A-Za-z0-9._-]", max_length=200)]
+
+
+class LeaseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    wait: float = Field(0.0, ge=0, le=ops.MAX_LEASE_WAIT,
+                        description="seconds to wait for a task when none is ready (long-poll)")
+
+
+class LeasedTask(BaseModel):
+    id: str
+    flow_id: str
+    queue: str
+    payload: str = Field(description="base64")
+    attempt: int = Field(description="1 for the first delivery")
+    max_attempts: int
+    lease_id: str = Field(description="name it in heartbeat, complete and fail")
+    lease_deadline: datetime = Field(description="heartbeat before this or the task is "
+                                                 "leased again")
+
+
+class HeartbeatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lease_id: str = Field(max_length=200)
+    extend_seconds: float | None = Field(None, gt=0, le=3600,
+                                         description="default: the queue's lease timeout")
+
+
+class CompleteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lease_id: str = Field(max_length=200)
+    result: str | None = Field(None, description="the result, base64")
+    result_text: str | None = Field(None, description="or the result as text (UTF-8)")
+
+
+class FailRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lease_id: str = Field(max_length=200)
+    error: str = Field(description="what went wrong; a flow sees it as the failed outcome")
+    retryable: bool = Field(True, description="retry (with backoff) while attempts remain")
+
+
+class Task(BaseModel):
+    id: str
+    flow_id: str
+    queue: str
+    status: str = Field(description="pending, leased, completed, failed or cancelled")
+    attempt: int
+    max_attempts: int
+    visible_at: datetime = Field(description="not leased before (retry backoff)")
+    lease_deadline: datetime | None = None
+    error: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+def task_model(row: dict[str, Any]) -> Task:
+    return Task(id=row["id"], flow_id=row["flow_id"], queue=row["queue"], status=row["status"],
+                attempt=row["attempt"], max_attempts=row["max_attempts"],
+                visible_at=row["visible_at"], lease_deadline=row.get("lease_until"),
+                error=row.get("error"), created_at=row["created_at"],
+                updated_at=row["updated_at"])
+
+
+@router.post("/v1/queues/{queue}/lease", name="lease", response_model=LeasedTask,
+             summary="Lease the next task of a queue",
+             description="Returns a ready task of the queue, leased to the caller until "
+                         "`lease_deadline`; waits up to `wait` seconds for one, then answers "
+                         "204 with no body.",
+             responses={204: {"description": "no task became ready within `wait`"}})
+async def lease(queue: Queue, engine: EngineDep, response: Response,
+                body: LeaseRequest | None = None) -> LeasedTask | Response:
+    body = body or LeaseRequest()
+    row = await ops.lease(engine, queue, body.wait)
+    if row is None:
+        return Response(status_code=204)
+    return LeasedTask(id=row["id"], flow_id=row["flow_id"], queue=row["queue"],
+                      payload=base64.b64encode(row["payload"]).decode("ascii"),
+                      attempt=row["attempt"], max_attempts=row["max_attempts"],
+                      lease_id=row["lease_id"], lease_deadline=row["lease_until"])
+
+
+@router.get("/v1/tasks/{task_id:path}", name="get", response_model=Task,
+            summary="A task's state", responses=problem_responses(404))
+async def get_task(task_id: TaskId, db: DB) -> Task:
+    row = await store.get_task(db.pool, task_id)
+    if row is None:
+        raise task_not_found(task_id)
+    return task_model(row)
+
+
+@router.post("/v1/tasks/{task_id:path}/heartbeat", name="heartbeat", response_model=Task,
+             summary="Extend a lease", responses=problem_responses(404, 409))
+async def heartbeat(task_id: TaskId, body: HeartbeatRequest, engine: EngineDep) -> Task:
+    return task_model(await ops.heartbeat(engine, task_id, body.lease_id, body.extend_seconds))
+
+
+@router.post("/v1/tasks/{task_id:path}/complete", name="complete", response_model=Task,
+             summary="Complete a task with its result",
+             responses=problem_responses(404, 409, 413))
+async def complete(task_id: TaskId, body: CompleteRequest, engine: EngineDep) -> Task:
+    if body.result is not None and body.result_text is not None:
+        raise FlowError(422, "invalid-result", "give result or result_text, not both")
+    if body.result_text is not None:
+        result = body.result_text.encode("utf-8", "surrogatepass")
+    else:
+        try:
+            result = base64.b64decode(body.result or "", validate=True)
+        except (binascii.Error, ValueError):
+            raise FlowError(422, "invalid-result", "result is not valid base64") from None
+    if len(result) > engine.max_payload:
+        raise FlowError(413, "payload-too-large", f"the result exceeds the limit of "
+                        f"{engine.max_payload} bytes", limit=engine.max_payload)
+    return task_model(await ops.complete(engine, task_id, body.lease_id, result))
+
+
+@router.post("/v1/tasks/{task_id:path}/fail", name="fail", response_model=Task,
+             summary="Report a failed attempt",
+             description="With `retryable` (the default) the task is retried with exponential "
+                         "backoff while attempts remain; otherwise, or on the last attempt, it "
+                         "fails and its flow receives the error.",
+             responses=problem_responses(404, 409, 413))
+async def fail(task_id: TaskId, body: FailRequest, engine: EngineDep) -> Task:
+    return task_model(await ops.fail(engine, task_id, body.lease_id, body.error,
+                                     body.retryable))
