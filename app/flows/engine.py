@@ -1,0 +1,638 @@
+"""The flow engine: runs flows from their Postgres checkpoints, one node.
+
+A flow is a ``vm.Execution`` of its module's ``_start`` with WASI and the ``dwasm`` imports
+(``app.flows.run.FlowRun``). A flow whose row says ``running`` is *activated*: restored from its
+latest checkpoint (or built from its start request) and run in short steps in a worker thread
+pool, so the event loop keeps serving the API while flows compute. It runs until it waits for
+something that has not arrived (a guest wait: await, sleep, signal) or exits; then its
+checkpoint is committed in ONE transaction (``store.save_checkpoint``): the snapshot manifest
+with the WASI and guest state, new memory chunks, the output it produced, the tasks and child
+flows it scheduled (outbox), the marks of outcomes and signals it received, its events. After a
+wait's checkpoint the flow leaves the engine (the last few stay cached in memory, as an
+optimisation that changes nothing: a cached flow is exactly its committed checkpoint, a cancel
+drops it, and a commit from a run whose row moved on is refused). Long CPU stretches are
+checkpointed periodically.
+
+Wake-ups: an arrival (task outcome, signal, finished child) is recorded in a transaction that
+locks the flow row and then marks a waiting flow ``running`` if it is what the flow waits for
+(``store.finish_task``, ``store.wake_if_ready``), after which the engine is told
+(:meth:`FlowEngine.wake`). Timers are a loop over ``flows.wake_at``. At start-up, and every
+few seconds as a safety net, every ``running`` flow not in memory is resumed and every waiting
+flow whose condition is met is woken. Any failure while committing drops the in-memory flow: the
+last committed checkpoint is the truth, and re-running from it repeats nothing visible (tasks
+and children have ids derived from handles, outcomes and signals are marked with the checkpoint
+that contains them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import json
+import logging
+import secrets
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import asyncpg
+
+import vm
+
+from . import store
+from .chunks import ChunkStore
+from .guest import DEFAULT_MAX_PAYLOAD, ChildRequest, TaskRequest, wake_at_ms
+from .run import Capture, FlowRun, FlowSetupError, Step
+from .tasks import QueueWaiters, reap_expired_leases
+
+log = logging.getLogger("dwasm.engine")
+
+STEP_SECONDS = 0.05  # wall time of one step in a worker thread
+CHECKPOINT_INTERVAL = 2.0  # seconds of computing between checkpoints of a busy flow
+REAPER_INTERVAL = 1.0
+SWEEP_INTERVAL = 10.0
+TIMER_MAX_SLEEP = 5.0
+# Errors after which a commit is retried (from the last checkpoint): the database was
+# unreachable or the transaction lost a race. Any other database error fails the flow.
+_RETRYABLE = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError,
+              asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+              asyncpg.TooManyConnectionsError, asyncpg.DeadlockDetectedError,
+              asyncpg.SerializationError, asyncpg.AdminShutdownError)
+WARM_FLOWS = 64  # waiting flows kept in memory (an optimisation; see the module docstring)
+WARM_BYTES = 256 << 20  # ... holding at most this much linear memory
+MAX_ACTIVE = 32  # flows in memory and running at once
+
+
+def request_hash(request: dict[str, Any]) -> str:
+    """The identity of a start request, for idempotent starts with a client-chosen id."""
+    return hashlib.sha256(json.dumps(request, sort_keys=True, separators=(",", ":"))
+                          .encode()).hexdigest()
+
+
+def new_flow_id() -> str:
+    return "f-" + secrets.token_hex(10)
+
+
+def child_flow_id(parent_id: str, handle: int) -> str:
+    """Child flow ids derive from the parent and the handle: a re-run cannot duplicate one.
+    ``~`` never occurs in client-chosen ids."""
+    return f"{parent_id}~{handle}"
+
+
+def _utc_from_ms(ms: int | None) -> datetime | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+
+class FlowEngine:
+    """Runs the flows of one database. ``await start()`` after the pool is up (it resumes what
+    a previous process left), ``await stop()`` before closing it."""
+
+    def __init__(self, db: Any, *, max_payload: int = DEFAULT_MAX_PAYLOAD, workers: int = 2,
+                 warm_flows: int | None = None, checkpoint_interval: float | None = None,
+                 metrics: Any = None) -> None:
+        self.db = db
+        self.max_payload = max_payload
+        self.chunks = ChunkStore(db)
+        self.checkpoint_interval = (CHECKPOINT_INTERVAL if checkpoint_interval is None
+                                    else checkpoint_interval)
+        self.warm_limit = WARM_FLOWS if warm_flows is None else warm_flows
+        self.executor = ThreadPoolExecutor(workers, thread_name_prefix="dwasm-flow")
+        self._active: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()
+        self._dropped: set[str] = set()  # cancelled while in memory: stop at the next step
+        self._warm: collections.OrderedDict[str, FlowRun] = collections.OrderedDict()
+        self._warm_bytes = 0
+        self._modules: collections.OrderedDict[str, vm.Module] = collections.OrderedDict()
+        self.waiters = QueueWaiters()
+        self._timer_kick: asyncio.Event | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._loops: list[asyncio.Task[None]] = []
+        self._running = False
+        self.stats: collections.Counter[str] = collections.Counter()
+        self.metrics = metrics
+        self._setup_metrics()
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Resume every flow a previous process left running or that became ready, and start
+        the timer and lease-reaper loops."""
+        self._running = True
+        self._timer_kick = asyncio.Event()
+        self._slots = asyncio.Semaphore(MAX_ACTIVE)
+        # Wasm runs in worker threads; a short switch interval lets the event loop take the
+        # GIL back quickly, which keeps API latency low while flows compute.
+        if sys.getswitchinterval() > 0.001:
+            sys.setswitchinterval(0.001)
+        async with self.db.transaction() as conn:
+            await store.wake_all_ready(conn)
+            ids = await store.runnable_flow_ids(conn)
+        for flow_id in ids:
+            self.wake(flow_id)
+        self._loops = [asyncio.create_task(self._timer_loop(), name="dwasm-timers"),
+                       asyncio.create_task(self._reaper_loop(), name="dwasm-reaper")]
+        log.info("flow engine started; resumed %d flows", len(ids))
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop running flows at their next step (their rows stay ``running``: the next start
+        resumes them from their last checkpoint) and the loops."""
+        self._running = False
+        for task in self._loops:
+            task.cancel()
+        pending = list(self._active.values()) + self._loops
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+        for task in self._active.values():
+            task.cancel()
+        for run in self._warm.values():
+            run.close()
+        self._warm.clear()
+        self._warm_bytes = 0
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def ready_check(self) -> str | None:
+        """For /readyz: None when the engine runs."""
+        return None if self._running else "flow engine not running"
+
+    # --- scheduling ---------------------------------------------------------------------------
+
+    def wake(self, flow_id: str) -> None:
+        """Run ``flow_id`` if its row says ``running`` (or soon will: a wake while the flow is
+        in memory makes it look again when it stops)."""
+        if not self._running:
+            return
+        if flow_id in self._active:
+            self._again.add(flow_id)
+            return
+        self._active[flow_id] = asyncio.create_task(self._drive(flow_id),
+                                                    name=f"dwasm-flow-{flow_id}")
+
+    @property
+    def active_count(self) -> int:
+        return len(self._active)
+
+    async def _drive(self, flow_id: str) -> None:
+        assert self._slots is not None
+        try:
+            while self._running:
+                self._again.discard(flow_id)
+                async with self._slots:
+                    await self._activate(flow_id)
+                if flow_id not in self._again:
+                    break
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # a bug or a lost database: the flow stays as committed
+            log.exception("flow %s: run aborted", flow_id)
+            self.stats["aborted"] += 1
+        finally:
+            self._active.pop(flow_id, None)
+            self._dropped.discard(flow_id)
+            if flow_id in self._again and self._running:  # woken while stopping a run
+                self._again.discard(flow_id)
+                self.wake(flow_id)
+
+    def notify_queue(self, queue: str, n: int = 1) -> None:
+        """``n`` tasks of ``queue`` became ready: wake that many long-polling leases."""
+        self.waiters.notify(queue, n)
+
+    def notify_queue_later(self, queue: str, delay: float) -> None:
+        """A task of ``queue`` becomes ready in ``delay`` seconds (retry backoff)."""
+        asyncio.get_running_loop().call_later(delay + 0.005, self.waiters.notify, queue, 1)
+
+    def forget(self, flow_id: str) -> None:
+        """Drop a flow from memory (it was cancelled)."""
+        if flow_id in self._active:
+            self._dropped.add(flow_id)
+        run = self._warm.pop(flow_id, None)
+        if run is not None:
+            self._warm_bytes -= run.memory_size()
+            run.close()
+
+    # --- one activation -----------------------------------------------------------------------
+
+    async def _thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def module(self, module_id: str) -> vm.Module:
+        """The decoded module ``module_id`` (cached); FlowSetupError if not stored."""
+        module = self._modules.get(module_id)
+        if module is not None:
+            self._modules.move_to_end(module_id)
+            return module
+        data = await self.db.pool.fetchval("SELECT bytes FROM modules WHERE id = $1", module_id)
+        if data is None:
+            raise FlowSetupError(f"module {module_id} is not stored")
+        try:
+            module = await self._thread(vm.load, data)
+        except vm.WasmError as exc:
+            raise FlowSetupError(f"module {module_id} does not load: {exc}") from None
+        self._modules[module_id] = module
+        while len(self._modules) > 32:
+            self._modules.popitem(last=False)
+        return module
+
+    async def _activate(self, flow_id: str) -> None:
+        # A cached run is used as it is: if the row moved on (only a cancel can do that, and
+        # it drops the cached run), its commit finds out and nothing is written.
+        run = self._warm.pop(flow_id, None)
+        if run is not None:
+            self._warm_bytes -= run.memory_size()
+            self.stats["warm_resumes"] += 1
+        else:
+            row = await store.get_flow(self.db.pool, flow_id, checkpoint=True)
+            if row is None or row["status"] != "running":
+                return
+            try:
+                run = await self._load(row)
+            except FlowSetupError as exc:
+                await self._fail_unloadable(row, str(exc))
+                return
+            self.stats["restores" if row["checkpoint"] else "starts"] += 1
+        keep = False
+        try:
+            keep = await self._run(run)
+        finally:
+            if keep and self._running and flow_id not in self._dropped:
+                self._keep_warm(run)
+            else:
+                run.close()
+
+    async def _load(self, row: dict[str, Any]) -> FlowRun:
+        module = await self.module(row["module_id"])
+        manifest = row["checkpoint"]
+        if manifest is None:
+            run = await self._thread(FlowRun.new, row["id"], module, row["request"],
+                                     self.max_payload)
+        else:
+            await self.chunks.prefetch(manifest)
+            run = await self._thread(FlowRun.restore, row["id"], module, row["request"],
+                                     manifest, self.chunks.source(manifest),
+                                     row["checkpoint_seq"], self.max_payload)
+        run.seq = row["checkpoint_seq"]
+        return run
+
+    def _keep_warm(self, run: FlowRun) -> None:
+        if self.warm_limit <= 0:
+            run.close()
+            return
+        self._warm[run.flow_id] = run
+        self._warm_bytes += run.memory_size()
+        while self._warm and (len(self._warm) > self.warm_limit
+                              or self._warm_bytes > WARM_BYTES):
+            _, old = self._warm.popitem(last=False)
+            self._warm_bytes -= old.memory_size()
+            old.close()
+
+    async def _run(self, run: FlowRun) -> bool:
+        """Drive ``run`` until it waits (True: it may stay cached), finishes or must be
+        dropped (False)."""
+        flow_id = run.flow_id
+        deliver = True  # look for arrivals: at activation and after a wait ended by one
+        while True:
+            if not self._running or flow_id in self._dropped:
+                return False
+            if deliver and run.waiting_reason is not None:
+                await self._deliver(run)
+            deliver = False
+            try:
+                # One hop to a worker thread runs a step and, when a checkpoint follows,
+                # captures it too.
+                step, cap = await self._thread(run.step, STEP_SECONDS, self.chunks.cache,
+                                               self.checkpoint_interval)
+            except Exception as exc:  # an engine bug surfacing in the guest API: fail the flow
+                log.exception("flow %s: step failed", flow_id)
+                run.finished = True
+                step, cap = Step("trap", error=f"internal error: {type(exc).__name__}: "
+                                               f"{exc}"), None
+            if step.kind == "slice":
+                if cap is not None and await self._commit(run, "running", cap=cap) is None:
+                    return False
+                continue
+            if step.kind == "wait":
+                assert step.reason is not None
+                if await self._deliver(run) and run.guest.resolve(step.reason) is not None:
+                    continue  # what it waits for had arrived: the capture is not needed
+                status = await self._commit(run, "waiting", step.reason, cap=cap)
+                if status is None:
+                    return False
+                if status == "waiting":
+                    return True
+                deliver = True  # something arrived while it was being stored: go on
+                continue
+            # exit or trap
+            final = "completed" if step.kind == "exit" else "failed"
+            await self._commit(run, final, exit_code=step.exit_code, error=step.error, cap=cap)
+            return False
+
+    # --- arrivals -----------------------------------------------------------------------------
+
+    async def _deliver(self, run: FlowRun, conn: Any = None) -> bool:
+        """Hand the in-memory flow what has arrived for its current wait; True if anything
+        was handed over."""
+        reason = run.waiting_reason
+        if reason is None:
+            return False
+        conn = conn or self.db.pool
+        guest = run.guest
+        op = reason.get("op")
+        handed = False
+        if op == "await":
+            uncommitted = {i.handle for i in guest.outbox} | {i.handle for i in run.pending_items}
+            wanted = [h for h in guest.awaited(reason) if h not in uncommitted]
+            if not wanted:
+                return False
+            outcomes: dict[int, tuple[str, bytes]] = {}
+            children = [h for h in wanted if h in run.child_handles]
+            if len(children) < len(wanted):  # some are tasks
+                for t in await store.undelivered_outcomes(conn, run.flow_id,
+                                                          run.delivered_tasks):
+                    if t["seq"] < guest.next_handle and t["seq"] not in uncommitted:
+                        result = t["result"] if t["status"] == "completed" else (
+                            t["error"] or "").encode()
+                        outcomes[t["seq"]] = (t["status"], result or b"")
+                        run.delivered_tasks.append(t["id"])
+                        run.events.append(("task_delivered", {"task_id": t["id"],
+                                                              "status": t["status"]}))
+            for c in (await store.finished_children(conn, run.flow_id) if children else ()):
+                handle = c["parent_handle"]
+                if handle is not None and handle not in guest.outcomes and handle \
+                        < guest.next_handle and handle not in uncommitted:
+                    outcomes[handle] = child_outcome(c)
+                    run.events.append(("child_delivered", {"child_id": c["id"],
+                                                           "status": c["status"]}))
+            if outcomes:
+                handed = bool(guest.deliver_outcomes(outcomes)) or handed
+        elif op == "signal" and guest.arrived_signal is None:
+            sig = await store.next_signal(conn, run.flow_id, reason["name"],
+                                          run.consumed_signals)
+            if sig is not None:
+                guest.deliver_signal(sig["payload"], sig["name"])
+                run.consumed_signals.append(sig["id"])
+                run.events.append(("signal_received", {"name": sig["name"],
+                                                       "signal_id": sig["id"]}))
+                handed = True
+        return handed
+
+    # --- checkpoints --------------------------------------------------------------------------
+
+    async def _commit(self, run: FlowRun, status: str, reason: dict[str, Any] | None = None, *,
+                      exit_code: int | None = None, error: str | None = None,
+                      cap: Capture | None = None) -> str | None:
+        """Commit a checkpoint (captured now unless ``cap`` is given); returns the status
+        written, or None if the flow's row moved on meanwhile (cancelled) or the commit
+        failed — then the run is dropped."""
+        flow_id = run.flow_id
+        if cap is None:
+            run.take_outbox()
+            await self._fail_missing_children(run)
+            try:
+                cap = await self._thread(run.capture, self.chunks.cache)
+            except Exception as exc:
+                log.exception("flow %s: capture failed", flow_id)
+                await self._commit_failure(run, f"cannot checkpoint: {type(exc).__name__}: "
+                                                f"{exc}")
+                return None
+        assert cap is not None
+        wake_ms = wake_at_ms(reason) if reason is not None else None
+        events = list(run.events)
+        if cap.error is not None:
+            await self._commit_failure(run, cap.error)
+            return None
+        for item in cap.items:
+            if isinstance(item, TaskRequest):
+                events.append(("task_scheduled", {"handle": item.handle, "queue": item.queue,
+                                                  "task_id": f"{flow_id}/{item.handle}",
+                                                  "size": len(item.payload)}))
+            else:
+                events.append(("child_started", {"handle": item.handle, "module": item.module,
+                                                 "child_id": child_flow_id(flow_id,
+                                                                           item.handle)}))
+        cp = store.Checkpoint(
+            flow_id=flow_id, expected_seq=run.seq, status=status, manifest=cap.manifest,
+            chunks=cap.chunks, stdout=cap.stdout, stderr=cap.stderr, exit_code=exit_code,
+            error=error, task_seq=run.guest.next_handle,
+            tasks=[store.NewTask(flow_id, i.handle, i.queue, i.payload,
+                                 store.policy_for(i.queue).max_attempts)
+                   for i in cap.items if isinstance(i, TaskRequest)],
+            children=[self._child(flow_id, i) for i in cap.items
+                      if isinstance(i, ChildRequest)],
+            delivered_tasks=list(run.delivered_tasks),
+            consumed_signals=list(run.consumed_signals))
+        if status == "completed":
+            events.append(("exit", {"code": exit_code}))
+        elif status == "failed":
+            events.append(("failed", {"error": error}))
+        try:
+            async with self.db.transaction() as conn:
+                row = await store.lock_flow(conn, flow_id)
+                if row is None or row["status"] not in store.ACTIVE \
+                        or row["checkpoint_seq"] != run.seq:
+                    return None
+                if status == "waiting":
+                    assert reason is not None
+                    if run.guest.resolve(reason) is not None or \
+                            await store.wait_satisfied(conn, flow_id, reason,
+                                                       run.consumed_signals):
+                        cp.status = "running"
+                    else:
+                        cp.waiting = reason
+                        cp.wake_at = _utc_from_ms(wake_ms)
+                cp.events = events + [("checkpoint", {
+                    "seq": run.seq + 1, "status": cp.status, "new_chunks": len(cap.chunks),
+                    "chunk_bytes": sum(len(c) for c in cap.chunks.values()),
+                    "waiting": cp.waiting})]
+                new_seq = await store.save_checkpoint(conn, cp)
+                if new_seq is None:
+                    return None
+        except _RETRYABLE as exc:
+            log.warning("flow %s: checkpoint not committed (%s); it continues from the last "
+                        "one", flow_id, exc)
+            if isinstance(exc, (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)):
+                self._again.add(flow_id)  # at once; otherwise the sweep picks it up
+            return None
+        except asyncpg.PostgresError as exc:
+            log.error("flow %s: checkpoint refused by the database: %s", flow_id, exc)
+            await self._commit_failure(run, f"cannot store the checkpoint: {exc}")
+            return None
+        run.committed(cap, new_seq)
+        self.chunks.cache.put_all(cap.chunks.items())
+        self.stats["checkpoints"] += 1
+        self._observe_checkpoint(cap)
+        self._after_commit(run, cp)
+        return cp.status
+
+    def _child(self, parent_id: str, item: ChildRequest) -> store.NewFlow:
+        request = {"module": item.module, "args": list(item.args), "env": {}, "stdin": ""}
+        return store.NewFlow(id=child_flow_id(parent_id, item.handle), module_id=item.module,
+                             request=request, request_hash=request_hash(request),
+                             parent_id=parent_id, parent_handle=item.handle)
+
+    async def _fail_missing_children(self, run: FlowRun) -> None:
+        """Children of modules that are not stored fail at once (docs/guest-abi.md): their
+        failed outcome goes into the flow before the checkpoint that would have created them."""
+        children = [i for i in run.pending_items if isinstance(i, ChildRequest)]
+        if not children:
+            return
+        wanted = sorted({c.module for c in children})
+        rows = await self.db.pool.fetch("SELECT id FROM modules WHERE id = ANY($1::text[])",
+                                        wanted)
+        present = {r["id"] for r in rows}
+        missing = [c for c in children if c.module not in present]
+        if not missing:
+            return
+        run.guest.deliver_outcomes({c.handle: ("failed", f"module {c.module} is not stored")
+                                    for c in missing})
+        run.pending_items = [i for i in run.pending_items if i not in missing]
+        run.child_handles.difference_update(c.handle for c in missing)
+        for c in missing:
+            run.events.append(("child_failed", {"handle": c.handle, "module": c.module,
+                                                "error": "module not stored"}))
+
+    def _after_commit(self, run: FlowRun, cp: store.Checkpoint) -> None:
+        for queue, n in collections.Counter(t.queue for t in cp.tasks).items():
+            self.notify_queue(queue, n)
+        for child in cp.children:
+            self.wake(child.id)
+        if cp.wake_at is not None and self._timer_kick is not None:
+            self._timer_kick.set()
+        if cp.status in ("completed", "failed"):
+            asyncio.create_task(self._wake_parent(run.flow_id))
+
+    async def _wake_parent(self, child_id: str) -> None:
+        """A finished child may end its parent's wait."""
+        try:
+            async with self.db.transaction() as conn:
+                parent_id = await conn.fetchval("SELECT parent_id FROM flows WHERE id = $1",
+                                                child_id)
+                if parent_id is None:
+                    return
+                await store.lock_flow(conn, parent_id)
+                woken = await store.wake_if_ready(conn, parent_id)
+            if woken:
+                self.wake(parent_id)
+        except Exception:
+            log.exception("waking the parent of %s", child_id)
+
+    async def _commit_failure(self, run: FlowRun, error: str) -> str | None:
+        """Fail the flow without a new snapshot (it cannot be captured)."""
+        async with self.db.transaction() as conn:
+            row = await store.lock_flow(conn, run.flow_id)
+            if row is None or row["status"] not in store.ACTIVE or \
+                    row["checkpoint_seq"] != run.seq:
+                return None
+            cp = store.Checkpoint(flow_id=run.flow_id, expected_seq=run.seq, status="failed",
+                                  manifest=None, error=error,
+                                  events=[("failed", {"error": error})])
+            if await store.save_checkpoint(conn, cp) is None:
+                return None
+        asyncio.create_task(self._wake_parent(run.flow_id))
+        return "failed"
+
+    async def _fail_unloadable(self, row: dict[str, Any], error: str) -> None:
+        log.warning("flow %s cannot be loaded: %s", row["id"], error)
+        async with self.db.transaction() as conn:
+            locked = await store.lock_flow(conn, row["id"])
+            if locked is None or locked["status"] != "running" or \
+                    locked["checkpoint_seq"] != row["checkpoint_seq"]:
+                return
+            await store.save_checkpoint(conn, store.Checkpoint(
+                flow_id=row["id"], expected_seq=row["checkpoint_seq"], status="failed",
+                manifest=None, error=error, events=[("failed", {"error": error})]))
+        await self._wake_parent(row["id"])
+
+    # --- loops --------------------------------------------------------------------------------
+
+    async def _timer_loop(self) -> None:
+        assert self._timer_kick is not None
+        while self._running:
+            try:
+                self._timer_kick.clear()
+                async with self.db.transaction() as conn:
+                    due = await store.wake_due_timers(conn)
+                for flow_id in due:
+                    self.wake(flow_id)
+                nxt = await store.next_wake_at(self.db.pool)
+                delay = TIMER_MAX_SLEEP
+                if nxt is not None:
+                    delay = min(delay, max(0.0, (nxt - datetime.now(timezone.utc))
+                                           .total_seconds()) + 0.002)
+                try:
+                    await asyncio.wait_for(self._timer_kick.wait(), delay)
+                except asyncio.TimeoutError:
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("timer loop")
+                await asyncio.sleep(1.0)
+
+    async def _reaper_loop(self) -> None:
+        last_sweep = 0.0
+        loop = asyncio.get_running_loop()
+        while self._running:
+            try:
+                await reap_expired_leases(self)
+                if loop.time() - last_sweep >= SWEEP_INTERVAL:
+                    last_sweep = loop.time()
+                    await self.sweep()
+                await asyncio.sleep(REAPER_INTERVAL)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("lease reaper")
+                await asyncio.sleep(REAPER_INTERVAL)
+
+    async def sweep(self) -> None:
+        """Pick up flows nobody runs: runnable ones not in memory (a run dropped by a database
+        error) and waiting ones whose condition is met (a wake-up lost the same way). On one
+        node every such flow is this process's to run."""
+        async with self.db.transaction() as conn:
+            await store.wake_all_ready(conn)
+            ids = await store.runnable_flow_ids(conn)
+        for flow_id in ids:
+            if flow_id not in self._active:
+                self.wake(flow_id)
+
+    # --- metrics ------------------------------------------------------------------------------
+
+    def _setup_metrics(self) -> None:
+        m = self.metrics
+        if m is None:
+            return
+        try:
+            self._m_checkpoints = m.counter("dwasm_checkpoints_total", "Checkpoints committed.")
+            self._m_checkpoint_bytes = m.histogram(
+                "dwasm_checkpoint_bytes", "Compressed chunk bytes written per checkpoint.",
+                buckets=[1e3, 1e4, 1e5, 1e6, 1e7])
+            self._m_checkpoint_seconds = m.histogram(
+                "dwasm_checkpoint_capture_seconds", "Time to capture a snapshot.")
+            m.gauge_callback("dwasm_flows_in_memory", "Flows loaded in this process.",
+                             ["state"], lambda: [({"state": "running"}, float(len(self._active))),
+                                                 ({"state": "cached"}, float(len(self._warm)))])
+        except Exception:  # a registry without these features: metrics are optional
+            log.debug("flow metrics unavailable", exc_info=True)
+            self.metrics = None
+
+    def _observe_checkpoint(self, cap: Capture) -> None:
+        if self.metrics is None:
+            return
+        self._m_checkpoints.inc()
+        self._m_checkpoint_bytes.observe(sum(len(c) for c in cap.chunks.values()))
+        self._m_checkpoint_seconds.observe(cap.seconds)
+
+
+def child_outcome(child: dict[str, Any]) -> tuple[str, bytes]:
+    """A finished child flow as a handle outcome: succeeded with its stdout iff it exited 0,
+    else failed with its stderr plus the host's reason (docs/guest-abi.md)."""
+    if child["status"] == "completed" and child["exit_code"] == 0:
+        return "succeeded", bytes(child["stdout"] or b"")
+    extra = child["error"] or (f"exit code {child['exit_code']}"
+                               if child["exit_code"] is not None else child["status"])
+    stderr = bytes(child.get("stderr") or b"")
+    sep = b"" if not stderr or stderr.endswith(b"\n") else b"\n"
+    return "failed", stderr + sep + extra.encode()

@@ -1,0 +1,591 @@
+"""All SQL for flows, tasks, signals, events and chunks (schema: migrations/0001_init.sql).
+
+Every function takes an asyncpg connection; the caller decides the transaction. JSON columns are
+written as text cast to jsonb and read back cast to text, so the functions work whether or not the
+pool has a jsonb codec installed.
+
+Locking discipline (what keeps wake-ups from being lost and makes deadlocks impossible): a
+transaction that changes a flow's state or the outcome of one of its tasks locks the flow row
+first (:func:`lock_flow`), then touches that flow's tasks and signals. A flow's checkpoint that
+decides to wait checks, under that lock, for arrivals it has not seen; an arrival (task result,
+signal) is recorded under the same lock and then makes a waiting flow runnable if it is what the
+flow waits for (:func:`wake_if_ready`). Whichever of the two commits first, the other sees it.
+Leasing and the lease reaper lock only task rows, with SKIP LOCKED, so they never wait.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import secrets
+import zlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterable, Sequence
+
+TERMINAL = ("completed", "failed", "cancelled")
+ACTIVE = ("running", "waiting")
+TASK_DONE = ("completed", "failed", "cancelled")
+
+
+# --- retry policy ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class QueuePolicy:
+    """How tasks of a queue are retried; one default for every queue for now."""
+
+    max_attempts: int = 3
+    backoff_initial: float = 1.0  # seconds before the 2nd attempt
+    backoff_factor: float = 2.0
+    backoff_max: float = 300.0
+    lease_timeout: float = 30.0  # seconds a lease lasts without a heartbeat
+
+    def backoff(self, attempt: int) -> float:
+        """Delay before the attempt after ``attempt`` (1-based) becomes leasable."""
+        return min(self.backoff_max, self.backoff_initial * self.backoff_factor ** max(0,
+                                                                                  attempt - 1))
+
+
+DEFAULT_POLICY = QueuePolicy()
+
+
+def policy_for(queue: str) -> QueuePolicy:
+    """The retry policy of ``queue`` (per-queue overrides hook in here)."""
+    return DEFAULT_POLICY
+
+
+def set_default_policy(**changes: Any) -> QueuePolicy:
+    """Change the default policy of every queue (service configuration)."""
+    global DEFAULT_POLICY
+    DEFAULT_POLICY = dataclasses.replace(DEFAULT_POLICY, **changes)
+    return DEFAULT_POLICY
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+def _dump(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def _load(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+def new_lease_id() -> str:
+    return secrets.token_hex(12)
+
+
+# --- modules -----------------------------------------------------------------------------------
+
+async def get_module_bytes(conn: Any, module_id: str) -> bytes | None:
+    return await conn.fetchval("SELECT bytes FROM modules WHERE id = $1", module_id)
+
+
+async def get_module_info(conn: Any, module_id: str) -> dict[str, Any] | None:
+    row = await conn.fetchrow("SELECT id, imports::text AS imports, exports::text AS exports "
+                              "FROM modules WHERE id = $1", module_id)
+    if row is None:
+        return None
+    return {"id": row["id"], "imports": _load(row["imports"]), "exports": _load(row["exports"])}
+
+
+# --- flows -------------------------------------------------------------------------------------
+
+SUMMARY_COLUMNS = """id, module_id, status, parent_id, parent_handle, exit_code, error,
+    waiting::text AS waiting, wake_at, checkpoint_seq, task_seq, created_at, updated_at,
+    finished_at"""
+FLOW_COLUMNS = SUMMARY_COLUMNS + ", request::text AS request, request_hash"
+
+
+def shard_of(flow_id: str) -> int:
+    """A stable hash of a flow id (``flows.shard``), for spreading flows over nodes."""
+    return zlib.crc32(flow_id.encode("utf-8", "surrogatepass")) & 0x7FFFFFFF
+
+
+def _flow(row: Any) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    out = dict(row)
+    for key in ("request", "waiting", "checkpoint"):
+        if key in out:
+            out[key] = _load(out[key])
+    return out
+
+
+@dataclass
+class NewFlow:
+    id: str
+    module_id: str
+    request: dict[str, Any]
+    request_hash: str
+    parent_id: str | None = None
+    parent_handle: int | None = None
+
+    @property
+    def shard(self) -> int:
+        return shard_of(self.id)
+
+
+async def insert_flow(conn: Any, flow: NewFlow) -> bool:
+    """Insert a flow in status running; False if the id is taken (nothing changes then)."""
+    status = await conn.execute(
+        """INSERT INTO flows (id, module_id, status, request, request_hash, parent_id,
+                              parent_handle, shard)
+           VALUES ($1, $2, 'running', $3::text::jsonb, $4, $5, $6, $7)
+           ON CONFLICT (id) DO NOTHING""",
+        flow.id, flow.module_id, _dump(flow.request), flow.request_hash, flow.parent_id,
+        flow.parent_handle, flow.shard)
+    return status.endswith(" 1")
+
+
+async def get_flow(conn: Any, flow_id: str, *, output: bool = False,
+                   checkpoint: bool = False) -> dict[str, Any] | None:
+    cols = FLOW_COLUMNS
+    if output:
+        cols += ", stdout, stderr"
+    if checkpoint:
+        cols += ", checkpoint::text AS checkpoint"
+    return _flow(await conn.fetchrow(f"SELECT {cols} FROM flows WHERE id = $1", flow_id))
+
+
+async def flow_state(conn: Any, flow_id: str) -> tuple[str, int] | None:
+    """(status, checkpoint_seq) of a flow, or None."""
+    row = await conn.fetchrow("SELECT status, checkpoint_seq FROM flows WHERE id = $1", flow_id)
+    return None if row is None else (row["status"], row["checkpoint_seq"])
+
+
+async def get_checkpoint(conn: Any, flow_id: str) -> tuple[str, dict[str, Any] | None] | None:
+    """(module id, latest manifest) of a flow, or None if there is no such flow."""
+    row = await conn.fetchrow("SELECT module_id, checkpoint::text AS checkpoint FROM flows "
+                              "WHERE id = $1", flow_id)
+    return None if row is None else (row["module_id"], _load(row["checkpoint"]))
+
+
+async def lock_flow(conn: Any, flow_id: str) -> dict[str, Any] | None:
+    """Lock the flow row for the rest of the transaction (see the module docstring)."""
+    return _flow(await conn.fetchrow(
+        """SELECT id, status, checkpoint_seq, waiting::text AS waiting, wake_at, parent_id,
+                  parent_handle
+           FROM flows WHERE id = $1 FOR UPDATE""", flow_id))
+
+
+async def list_flows(conn: Any, *, status: str | None, module_id: str | None,
+                     parent_id: str | None, before: tuple[datetime, str] | None,
+                     limit: int) -> list[dict[str, Any]]:
+    """Newest first; ``before`` is the (created_at, id) of the last row of the previous page."""
+    where, args = [], []
+    for col, val in (("status", status), ("module_id", module_id), ("parent_id", parent_id)):
+        if val is not None:
+            args.append(val)
+            where.append(f"{col} = ${len(args)}")
+    if before is not None:
+        args += list(before)
+        where.append(f"(created_at, id) < (${len(args) - 1}, ${len(args)})")
+    args.append(limit)
+    sql = (f"SELECT {SUMMARY_COLUMNS} FROM flows "
+           f"{'WHERE ' + ' AND '.join(where) if where else ''} "
+           f"ORDER BY created_at DESC, id DESC LIMIT ${len(args)}")
+    return [_flow(r) for r in await conn.fetch(sql, *args)]
+
+
+async def runnable_flow_ids(conn: Any) -> list[str]:
+    return [r["id"] for r in await conn.fetch(
+        "SELECT id FROM flows WHERE status = 'running' ORDER BY updated_at")]
+
+
+# A waiting flow is ready when what it waits for has happened: its timer (or wait deadline) is
+# due, a task or child it awaits has an outcome it has not seen, or a signal it waits for is
+# queued. ``waiting`` is the guest's wait reason (app/flows/guest.py): {"op": "await",
+# "handles": [...]}, {"op": "signal", "name": ...} or {"op": "sleep", ...}.
+_READY = """(
+    (f.wake_at IS NOT NULL AND f.wake_at <= now())
+    OR (f.waiting ->> 'op' = 'await' AND (
+        EXISTS (SELECT 1 FROM tasks t
+                WHERE t.flow_id = f.id AND t.status IN ('completed', 'failed') AND NOT t.delivered
+                  AND t.seq IN (SELECT jsonb_array_elements_text(f.waiting -> 'handles')::int))
+        OR EXISTS (SELECT 1 FROM flows c
+                   WHERE c.parent_id = f.id AND c.status IN ('completed', 'failed', 'cancelled')
+                     AND c.parent_handle IN (SELECT jsonb_array_elements_text(
+                                                 f.waiting -> 'handles')::int))))
+    OR (f.waiting ->> 'op' = 'signal' AND EXISTS (
+        SELECT 1 FROM signals s
+        WHERE s.flow_id = f.id AND NOT s.consumed AND s.name = f.waiting ->> 'name'))
+)"""
+
+
+async def wait_satisfied(conn: Any, flow_id: str, reason: dict[str, Any],
+                         skip_signals: Sequence[int] = ()) -> bool:
+    """Whether something that ends the wait ``reason`` is in the database now (the timer is
+    checked by the caller). ``skip_signals``: signals already handed to the in-memory run."""
+    op = reason.get("op")
+    if op == "await":
+        handles = [int(h) for h in reason.get("handles", ())]
+        return bool(await conn.fetchval(
+            """SELECT EXISTS (SELECT 1 FROM tasks WHERE flow_id = $1 AND seq = ANY($2::int[])
+                              AND status IN ('completed', 'failed') AND NOT delivered)
+                   OR EXISTS (SELECT 1 FROM flows WHERE parent_id = $1
+                              AND parent_handle = ANY($2::int[])
+                              AND status IN ('completed', 'failed', 'cancelled'))""",
+            flow_id, handles))
+    if op == "signal":
+        return bool(await conn.fetchval(
+            """SELECT EXISTS (SELECT 1 FROM signals WHERE flow_id = $1 AND name = $2
+                              AND NOT consumed AND NOT (id = ANY($3::bigint[])))""",
+            flow_id, reason.get("name"), list(skip_signals)))
+    return False
+
+
+async def wake_if_ready(conn: Any, flow_id: str) -> bool:
+    """Make a waiting flow runnable if its condition is met; the caller holds its lock."""
+    row = await conn.fetchrow(
+        f"""UPDATE flows f SET status = 'running', updated_at = now()
+            WHERE f.id = $1 AND f.status = 'waiting' AND {_READY} RETURNING id""", flow_id)
+    return row is not None
+
+
+async def wake_all_ready(conn: Any) -> list[str]:
+    """Start-up and timers: every waiting flow whose condition is met becomes runnable."""
+    rows = await conn.fetch(
+        f"""UPDATE flows f SET status = 'running', updated_at = now()
+            WHERE f.id IN (SELECT f.id FROM flows f WHERE f.status = 'waiting' AND {_READY}
+                           FOR UPDATE SKIP LOCKED)
+            RETURNING id""")
+    return [r["id"] for r in rows]
+
+
+async def wake_due_timers(conn: Any) -> list[str]:
+    rows = await conn.fetch(
+        """UPDATE flows SET status = 'running', updated_at = now()
+           WHERE id IN (SELECT id FROM flows WHERE status = 'waiting' AND wake_at <= now()
+                        FOR UPDATE SKIP LOCKED)
+           RETURNING id""")
+    return [r["id"] for r in rows]
+
+
+async def next_wake_at(conn: Any) -> datetime | None:
+    return await conn.fetchval(
+        "SELECT min(wake_at) FROM flows WHERE status = 'waiting' AND wake_at IS NOT NULL")
+
+
+@dataclass
+class NewTask:
+    flow_id: str
+    seq: int
+    queue: str
+    payload: bytes
+    max_attempts: int = DEFAULT_POLICY.max_attempts
+
+    @property
+    def id(self) -> str:
+        return f"{self.flow_id}/{self.seq}"
+
+
+@dataclass
+class Checkpoint:
+    """Everything one checkpoint writes, in one transaction (see :func:`save_checkpoint`)."""
+
+    flow_id: str
+    expected_seq: int
+    status: str  # running, waiting, completed, failed
+    manifest: dict[str, Any] | None
+    chunks: dict[str, bytes] = field(default_factory=dict)
+    stdout: bytes = b""
+    stderr: bytes = b""
+    waiting: dict[str, Any] | None = None
+    wake_at: datetime | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    task_seq: int = 0
+    tasks: list[NewTask] = field(default_factory=list)
+    children: list[NewFlow] = field(default_factory=list)
+    delivered_tasks: list[str] = field(default_factory=list)
+    consumed_signals: list[int] = field(default_factory=list)
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+_SAVE_CHECKPOINT = """
+WITH f AS (
+    UPDATE flows SET status = $3, checkpoint = COALESCE($4::text::jsonb, checkpoint),
+           checkpoint_seq = checkpoint_seq + 1, stdout = stdout || $5, stderr = stderr || $6,
+           waiting = $7::text::jsonb, wake_at = $8, exit_code = $9, error = $10,
+           task_seq = GREATEST(task_seq, $11), updated_at = now(),
+           finished_at = CASE WHEN $3 IN ('completed', 'failed') THEN now() END
+    WHERE id = $1 AND checkpoint_seq = $2 AND status IN ('running', 'waiting')
+    RETURNING checkpoint_seq
+), chunk_rows AS (
+    INSERT INTO chunks (hash, data)
+    SELECT h, d FROM unnest($12::text[], $13::bytea[]) AS x(h, d) WHERE EXISTS (SELECT 1 FROM f)
+    ON CONFLICT (hash) DO NOTHING
+), task_rows AS (
+    INSERT INTO tasks (id, flow_id, seq, queue, payload, status, max_attempts)
+    SELECT $1 || '/' || s, $1, s, q, p, 'pending', m
+    FROM unnest($14::int[], $15::text[], $16::bytea[], $17::int[]) AS x(s, q, p, m)
+    WHERE EXISTS (SELECT 1 FROM f)
+    ON CONFLICT (id) DO NOTHING
+), delivered AS (
+    UPDATE tasks SET delivered = true
+    WHERE id = ANY($18::text[]) AND EXISTS (SELECT 1 FROM f)
+), consumed AS (
+    UPDATE signals SET consumed = true
+    WHERE id = ANY($19::bigint[]) AND EXISTS (SELECT 1 FROM f)
+), event_rows AS (
+    INSERT INTO events (flow_id, type, data)
+    SELECT $1, t, d::jsonb FROM unnest($20::text[], $21::text[]) WITH ORDINALITY AS x(t, d, n)
+    WHERE EXISTS (SELECT 1 FROM f) ORDER BY n
+)
+SELECT checkpoint_seq FROM f
+"""
+
+
+async def save_checkpoint(conn: Any, cp: Checkpoint) -> int | None:
+    """Write ``cp``; returns the new checkpoint_seq, or None (nothing written) if the flow moved
+    on meanwhile (another checkpoint, cancel). Call inside a transaction holding the flow lock.
+    The common parts are one statement: a checkpoint costs one round trip to the database.
+    """
+    for task in cp.tasks:
+        assert task.flow_id == cp.flow_id
+    new_seq = await conn.fetchval(
+        _SAVE_CHECKPOINT,
+        cp.flow_id, cp.expected_seq, cp.status, _dump(cp.manifest), cp.stdout, cp.stderr,
+        _dump(cp.waiting), cp.wake_at, cp.exit_code, cp.error, cp.task_seq,
+        list(cp.chunks), list(cp.chunks.values()),
+        [t.seq for t in cp.tasks], [t.queue for t in cp.tasks], [t.payload for t in cp.tasks],
+        [t.max_attempts for t in cp.tasks],
+        cp.delivered_tasks, cp.consumed_signals,
+        [kind for kind, _ in cp.events], [_dump(data) for _, data in cp.events])
+    if new_seq is None:
+        return None
+    for child in cp.children:
+        await insert_flow(conn, child)
+    if cp.status in ("completed", "failed"):
+        await cancel_open_tasks(conn, cp.flow_id)
+    return new_seq
+
+
+async def cancel_flow(conn: Any, flow_id: str, reason: str = "cancelled") -> list[str]:
+    """Cancel a flow, its open tasks and (recursively) its active children; returns the ids of
+    every flow cancelled. The caller holds the flow's lock and checked it is active."""
+    cancelled: list[str] = []
+    todo = [flow_id]
+    while todo:
+        fid = todo.pop()
+        done = await conn.fetchval(
+            """UPDATE flows SET status = 'cancelled', waiting = NULL, wake_at = NULL,
+                      error = $2, updated_at = now(), finished_at = now(),
+                      checkpoint_seq = checkpoint_seq + 1
+               WHERE id = $1 AND status IN ('running', 'waiting') RETURNING id""", fid, reason)
+        if done is None:
+            continue
+        cancelled.append(fid)
+        n = await cancel_open_tasks(conn, fid)
+        await add_events(conn, fid, [("cancelled", {"reason": reason, "tasks_cancelled": n})])
+        todo += [r["id"] for r in await conn.fetch(
+            "SELECT id FROM flows WHERE parent_id = $1 AND status IN ('running', 'waiting')",
+            fid)]
+    return cancelled
+
+
+async def cancel_open_tasks(conn: Any, flow_id: str) -> int:
+    status = await conn.execute(
+        """UPDATE tasks SET status = 'cancelled', lease_until = NULL, updated_at = now(),
+                  delivered = true
+           WHERE flow_id = $1 AND status IN ('pending', 'leased')""", flow_id)
+    return int(status.split()[-1])
+
+
+# --- events ------------------------------------------------------------------------------------
+
+async def add_events(conn: Any, flow_id: str,
+                     events: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    if events:
+        await conn.execute(
+            """INSERT INTO events (flow_id, type, data)
+               SELECT $1, t, d::jsonb FROM unnest($2::text[], $3::text[]) WITH ORDINALITY
+                   AS x(t, d, n) ORDER BY n""",
+            flow_id, [kind for kind, _ in events], [_dump(data) for _, data in events])
+
+
+async def list_events(conn: Any, flow_id: str, after: int, limit: int) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        """SELECT id, type, data::text AS data, at FROM events
+           WHERE flow_id = $1 AND id > $2 ORDER BY id LIMIT $3""", flow_id, after, limit)
+    return [{"id": r["id"], "type": r["type"], "data": _load(r["data"]), "at": r["at"]}
+            for r in rows]
+
+
+# --- chunks ------------------------------------------------------------------------------------
+
+async def fetch_chunks(conn: Any, hashes: Sequence[str]) -> dict[str, bytes]:
+    rows = await conn.fetch("SELECT hash, data FROM chunks WHERE hash = ANY($1::text[])",
+                            list(hashes))
+    return {r["hash"]: r["data"] for r in rows}
+
+
+async def insert_chunks(conn: Any, chunks: dict[str, bytes]) -> None:
+    await conn.execute(
+        """INSERT INTO chunks (hash, data)
+           SELECT * FROM unnest($1::text[], $2::bytea[]) ON CONFLICT (hash) DO NOTHING""",
+        list(chunks), list(chunks.values()))
+
+
+# --- tasks -------------------------------------------------------------------------------------
+
+TASK_COLUMNS = """id, flow_id, seq, queue, status, attempt, max_attempts, visible_at, lease_id,
+    lease_until, error, delivered, created_at, updated_at"""
+
+
+async def insert_tasks(conn: Any, tasks: Iterable[NewTask]) -> None:
+    """Outbox insert: ids derive from flow and sequence number, so a re-run inserts nothing."""
+    tasks = list(tasks)
+    await conn.execute(
+        """INSERT INTO tasks (id, flow_id, seq, queue, payload, status, max_attempts)
+           SELECT i, f, s, q, p, 'pending', m
+           FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::bytea[], $6::int[])
+                AS x(i, f, s, q, p, m)
+           ON CONFLICT (id) DO NOTHING""",
+        [t.id for t in tasks], [t.flow_id for t in tasks], [t.seq for t in tasks],
+        [t.queue for t in tasks], [t.payload for t in tasks], [t.max_attempts for t in tasks])
+
+
+async def lease_task(conn: Any, queue: str, lease_timeout: float) -> dict[str, Any] | None:
+    """Lease the oldest visible pending task of ``queue``, or None."""
+    row = await conn.fetchrow(
+        """UPDATE tasks SET status = 'leased', attempt = attempt + 1, lease_id = $2,
+                  lease_until = now() + make_interval(secs => $3), updated_at = now()
+           WHERE id = (SELECT id FROM tasks
+                       WHERE queue = $1 AND status = 'pending' AND visible_at <= now()
+                       ORDER BY visible_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+           RETURNING id, flow_id, queue, payload, attempt, max_attempts, lease_id, lease_until""",
+        queue, new_lease_id(), lease_timeout)
+    return None if row is None else dict(row)
+
+
+async def next_visible_at(conn: Any, queue: str) -> datetime | None:
+    return await conn.fetchval(
+        "SELECT min(visible_at) FROM tasks WHERE queue = $1 AND status = 'pending'", queue)
+
+
+async def get_task(conn: Any, task_id: str, *, lock: bool = False,
+                   payload: bool = False) -> dict[str, Any] | None:
+    cols = TASK_COLUMNS + (", payload, result" if payload else "")
+    row = await conn.fetchrow(
+        f"SELECT {cols} FROM tasks WHERE id = $1{' FOR UPDATE' if lock else ''}", task_id)
+    return None if row is None else dict(row)
+
+
+async def task_flow_id(conn: Any, task_id: str) -> str | None:
+    return await conn.fetchval("SELECT flow_id FROM tasks WHERE id = $1", task_id)
+
+
+async def lock_task_flow(conn: Any, task_id: str) -> str | None:
+    """Lock the flow of ``task_id`` (locking discipline: flow first); returns its id."""
+    return await conn.fetchval(
+        """SELECT f.id FROM flows f JOIN tasks t ON t.flow_id = f.id
+           WHERE t.id = $1 FOR UPDATE OF f""", task_id)
+
+
+async def extend_lease(conn: Any, task_id: str, lease_id: str,
+                       seconds: float) -> datetime | None:
+    return await conn.fetchval(
+        """UPDATE tasks SET lease_until = now() + make_interval(secs => $3), updated_at = now()
+           WHERE id = $1 AND status = 'leased' AND lease_id = $2 RETURNING lease_until""",
+        task_id, lease_id, seconds)
+
+
+async def finish_task(conn: Any, task_id: str, status: str, result: bytes | None,
+                      error: str | None, event: tuple[str, dict[str, Any]]
+                      ) -> tuple[dict[str, Any], bool]:
+    """Record a task's final outcome (completed or failed) with its event, and make its flow
+    runnable if it awaits this task — one statement. The caller holds the flow's lock and
+    checked the lease. Returns (the task, whether the flow was woken)."""
+    row = await conn.fetchrow(
+        f"""WITH u AS (
+                UPDATE tasks SET status = $2, result = $3, error = $4, lease_until = NULL,
+                       updated_at = now()
+                WHERE id = $1 RETURNING {TASK_COLUMNS}
+            ), e AS (
+                INSERT INTO events (flow_id, type, data)
+                SELECT flow_id, $5, $6::text::jsonb FROM u
+            ), w AS (
+                UPDATE flows f SET status = 'running', updated_at = now()
+                FROM u
+                WHERE f.id = u.flow_id AND f.status = 'waiting'
+                  AND f.waiting ->> 'op' = 'await' AND f.waiting -> 'handles' @> to_jsonb(u.seq)
+                RETURNING f.id
+            )
+            SELECT u.*, EXISTS (SELECT 1 FROM w) AS woken FROM u""",
+        task_id, status, result, error, event[0], _dump(event[1]))
+    out = dict(row)
+    return out, bool(out.pop("woken"))
+
+
+async def retry_task(conn: Any, task_id: str, error: str, delay: float,
+                     lease_id: str | None) -> dict[str, Any]:
+    """Back to pending, leasable after ``delay`` seconds; ``lease_id`` is what the row keeps
+    (see ``app.flows.tasks``: it decides which late reports are still accepted)."""
+    row = await conn.fetchrow(
+        f"""UPDATE tasks SET status = 'pending', error = $2, lease_until = NULL,
+                   visible_at = now() + make_interval(secs => $3), lease_id = $4,
+                   updated_at = now()
+            WHERE id = $1 RETURNING {TASK_COLUMNS}""", task_id, error, delay, lease_id)
+    return dict(row)
+
+
+async def lock_expired_lease(conn: Any, task_id: str) -> dict[str, Any] | None:
+    """Lock ``task_id`` if its lease has expired (else None)."""
+    row = await conn.fetchrow(
+        """SELECT id, flow_id, queue, attempt, max_attempts, lease_id FROM tasks
+           WHERE id = $1 AND status = 'leased' AND lease_until < now() FOR UPDATE""", task_id)
+    return None if row is None else dict(row)
+
+
+async def expired_leases(conn: Any, limit: int = 100) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        """SELECT id, flow_id, queue, attempt, max_attempts FROM tasks
+           WHERE status = 'leased' AND lease_until < now()
+           ORDER BY lease_until LIMIT $1""", limit)
+    return [dict(r) for r in rows]
+
+
+async def undelivered_outcomes(conn: Any, flow_id: str,
+                               exclude: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """Task outcomes the flow has not seen yet (its checkpoints did not mark them delivered)."""
+    rows = await conn.fetch(
+        """SELECT id, seq, queue, status, attempt, result, error FROM tasks
+           WHERE flow_id = $1 AND status IN ('completed', 'failed') AND NOT delivered
+             AND NOT (id = ANY($2::text[]))
+           ORDER BY seq""", flow_id, list(exclude))
+    return [dict(r) for r in rows]
+
+
+async def finished_children(conn: Any, flow_id: str,
+                            exclude: Iterable[str] = ()) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        """SELECT id, parent_handle, status, exit_code, error, stdout, stderr FROM flows
+           WHERE parent_id = $1 AND status IN ('completed', 'failed', 'cancelled')
+             AND NOT (id = ANY($2::text[]))
+           ORDER BY parent_handle""", flow_id, list(exclude))
+    return [dict(r) for r in rows]
+
+
+# --- signals -----------------------------------------------------------------------------------
+
+async def insert_signal(conn: Any, flow_id: str, name: str, payload: bytes) -> int:
+    return await conn.fetchval(
+        "INSERT INTO signals (flow_id, name, payload) VALUES ($1, $2, $3) RETURNING id",
+        flow_id, name, payload)
+
+
+async def next_signal(conn: Any, flow_id: str, name: str,
+                      skip: Sequence[int] = ()) -> dict[str, Any] | None:
+    """The oldest queued signal ``name`` of the flow, except those in ``skip``."""
+    row = await conn.fetchrow(
+        """SELECT id, name, payload FROM signals
+           WHERE flow_id = $1 AND name = $2 AND NOT consumed AND NOT (id = ANY($3::bigint[]))
+           ORDER BY id LIMIT 1""", flow_id, name, list(skip))
+    return None if row is None else dict(row)

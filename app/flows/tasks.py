@@ -1,0 +1,246 @@
+"""Task operations for workers: lease (long-poll), heartbeat, complete, fail, and the reaper of
+expired leases.
+
+Delivery to workers is at least once; outcomes are recorded at most once and enter the flow
+exactly once (the flow's checkpoint marks them delivered). Reports are idempotent and judged by
+the lease they name:
+
+* a task leased with lease L accepts ``complete``/``fail`` with L — also after L expired, as
+  long as nobody else leased the task meanwhile (a slow worker's result is still good);
+* a duplicate of an accepted report (same lease, same result or error) is answered 200 and
+  changes nothing;
+* anything else — a report with an older lease after the task was leased again, a report on a
+  finished or cancelled task that is not such a duplicate — is a 409 conflict.
+
+An explicit retryable failure puts the task back with the lease id marked ``L:failed``, so that
+a duplicate of that ``fail`` is recognised while a later ``complete`` with L is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from typing import Any
+
+from . import store
+from .errors import FlowError, task_not_found
+from .guest import valid_name
+
+MAX_LEASE_WAIT = 30.0
+POLL_INTERVAL = 1.0
+MAX_ERROR_BYTES = 64 << 10
+
+
+def _check_queue(queue: str) -> None:
+    if not valid_name(queue):
+        raise FlowError(422, "invalid-queue", "a queue name is 1 to 200 characters of "
+                        "[A-Za-z0-9._-]", queue=queue)
+
+
+class QueueWaiters:
+    """Long-polling leases waiting per queue. :meth:`notify` wakes as many of them as tasks
+    became ready (not all of them: each woken lease costs a query)."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, collections.deque[asyncio.Future[None]]] = {}
+
+    def register(self, queue: str) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(queue, collections.deque()).append(future)
+        return future
+
+    def unregister(self, queue: str, future: asyncio.Future[None], pass_on: bool) -> None:
+        """Stop waiting. ``pass_on``: the waiter leaves without a task, so a notification it
+        received goes to another waiter."""
+        notified = future.done() and not future.cancelled()
+        waiting = self._waiting.get(queue)
+        if not notified:
+            future.cancel()
+            if waiting is not None:
+                try:
+                    waiting.remove(future)
+                except ValueError:
+                    pass
+        if waiting is not None and not waiting:
+            self._waiting.pop(queue, None)
+        if notified and pass_on:
+            self.notify(queue, 1)
+
+    def notify(self, queue: str, n: int = 1) -> None:
+        waiting = self._waiting.get(queue)
+        while waiting and n > 0:
+            future = waiting.popleft()
+            if not future.done():
+                future.set_result(None)
+                n -= 1
+        if waiting is not None and not waiting:
+            self._waiting.pop(queue, None)
+
+
+async def lease(engine: Any, queue: str, wait: float) -> dict[str, Any] | None:
+    """Lease the next task of ``queue``, waiting up to ``wait`` seconds for one; None if none
+    came."""
+    _check_queue(queue)
+    policy = store.policy_for(queue)
+    deadline = time.monotonic() + min(max(wait, 0.0), MAX_LEASE_WAIT)
+    waiters: QueueWaiters = engine.waiters
+    pool = engine.db.pool
+    while True:
+        # Registered before looking, so that a task committed meanwhile is not missed.
+        future = waiters.register(queue)
+        task = None
+        leave = True
+        try:
+            task = await store.lease_task(pool, queue, policy.lease_timeout)
+            remaining = deadline - time.monotonic()
+            if task is None and remaining > 0:
+                try:
+                    # Tasks also become ready without a notification (a retry's backoff
+                    # ending, tasks left by a previous process): look every second anyway.
+                    await asyncio.wait_for(asyncio.shield(future),
+                                           min(remaining, POLL_INTERVAL))
+                except asyncio.TimeoutError:
+                    pass
+                leave = False  # look again
+        finally:
+            # A notification received but not used (leaving without a task) goes on.
+            waiters.unregister(queue, future, pass_on=leave and task is None)
+        if leave:
+            return task
+
+
+async def heartbeat(engine: Any, task_id: str, lease_id: str,
+                    extend: float | None = None) -> dict[str, Any]:
+    """Extend a live lease; returns the task with its new ``lease_until``."""
+    async with engine.db.transaction() as conn:
+        task = await store.get_task(conn, task_id, lock=True)
+        if task is None:
+            raise task_not_found(task_id)
+        policy = store.policy_for(task["queue"])
+        seconds = policy.lease_timeout if extend is None else min(extend, 10 * policy.lease_timeout)
+        until = await store.extend_lease(conn, task_id, lease_id, seconds)
+        if until is None:
+            raise _conflict(task, lease_id, "heartbeat")
+        task["lease_until"] = until
+        return task
+
+
+async def complete(engine: Any, task_id: str, lease_id: str, result: bytes) -> dict[str, Any]:
+    """Record a task's result; returns the task."""
+    return await _report(engine, task_id, lease_id, "complete", result=result)
+
+
+async def fail(engine: Any, task_id: str, lease_id: str, error: str,
+               retryable: bool) -> dict[str, Any]:
+    """Record a failed attempt: retried with backoff while attempts remain and ``retryable``,
+    otherwise the task fails and the flow gets the error as its outcome."""
+    if len(error.encode()) > MAX_ERROR_BYTES:
+        raise FlowError(413, "payload-too-large", f"the error message exceeds "
+                        f"{MAX_ERROR_BYTES} bytes", limit=MAX_ERROR_BYTES)
+    return await _report(engine, task_id, lease_id, "fail", error=error, retryable=retryable)
+
+
+async def _report(engine: Any, task_id: str, lease_id: str, kind: str, *,
+                  result: bytes | None = None, error: str | None = None,
+                  retryable: bool = False) -> dict[str, Any]:
+    woken = False
+    delay: float | None = None
+    async with engine.db.transaction() as conn:
+        flow_id = await store.lock_task_flow(conn, task_id)  # the flow first: see store
+        if flow_id is None:
+            raise task_not_found(task_id)
+        task = await store.get_task(conn, task_id, lock=True, payload=True)
+        assert task is not None
+        if _is_duplicate(task, lease_id, kind, result, error):
+            return _public(task)
+        if task["status"] not in ("leased", "pending") or task["lease_id"] != lease_id:
+            raise _conflict(task, lease_id, kind)
+        policy = store.policy_for(task["queue"])
+        if kind == "complete":
+            updated, woken = await store.finish_task(
+                conn, task_id, "completed", result, None,
+                ("task_completed", {"task_id": task_id, "attempt": task["attempt"],
+                                    "size": len(result or b"")}))
+        elif retryable and task["attempt"] < task["max_attempts"]:
+            delay = policy.backoff(task["attempt"])
+            updated = await store.retry_task(conn, task_id, error or "", delay,
+                                             f"{lease_id}:failed")
+            await store.add_events(conn, flow_id, [("task_retry", {
+                "task_id": task_id, "attempt": task["attempt"], "error": error,
+                "delay": delay})])
+        else:
+            why = "not retryable" if not retryable else "no attempts left"
+            updated, woken = await store.finish_task(
+                conn, task_id, "failed", None, error,
+                ("task_failed", {"task_id": task_id, "attempt": task["attempt"],
+                                 "error": error, "why": why}))
+    if woken:
+        engine.wake(flow_id)
+    if delay is not None:
+        engine.notify_queue_later(task["queue"], delay)
+    return _public(updated)
+
+
+def _is_duplicate(task: dict[str, Any], lease_id: str, kind: str, result: bytes | None,
+                  error: str | None) -> bool:
+    if kind == "complete":
+        return (task["status"] == "completed" and task["lease_id"] == lease_id
+                and bytes(task["result"] or b"") == (result or b""))
+    if task["status"] == "failed":
+        return task["lease_id"] == lease_id and task["error"] == error
+    return (task["status"] == "pending" and task["lease_id"] == f"{lease_id}:failed"
+            and task["error"] == error)
+
+
+def _conflict(task: dict[str, Any], lease_id: str, kind: str) -> FlowError:
+    status = task["status"]
+    tid = task["id"]
+    if status in ("completed", "failed"):
+        return FlowError(409, "task-finished", f"task {tid} has already {status}; this "
+                         f"{kind} changes nothing", task_id=tid, task_status=status)
+    if status == "cancelled":
+        return FlowError(409, "task-cancelled", f"task {tid} was cancelled (its flow ended)",
+                         task_id=tid, task_status=status)
+    return FlowError(409, "lease-lost", f"lease {lease_id!r} no longer holds task {tid} (it "
+                     "expired and the task was leased again, or was never this task's)",
+                     task_id=tid, task_status=status)
+
+
+def _public(task: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in task.items() if k not in ("payload", "result")}
+
+
+async def reap_expired_leases(engine: Any, limit: int = 100) -> int:
+    """Leases that ran out: the task goes back to pending (with backoff) while attempts remain,
+    else it fails and the flow is told. Returns how many were handled."""
+    expired = await store.expired_leases(engine.db.pool, limit)
+    handled = 0
+    for item in expired:
+        woken = False
+        delay: float | None = None
+        async with engine.db.transaction() as conn:
+            await store.lock_flow(conn, item["flow_id"])
+            task = await store.lock_expired_lease(conn, item["id"])
+            if task is None:  # reported or extended meanwhile
+                continue
+            policy = store.policy_for(task["queue"])
+            if task["attempt"] < task["max_attempts"]:
+                delay = policy.backoff(task["attempt"])
+                await store.retry_task(conn, task["id"], "lease expired", delay,
+                                       task["lease_id"])
+                await store.add_events(conn, task["flow_id"], [("task_retry", {
+                    "task_id": task["id"], "attempt": task["attempt"],
+                    "error": "lease expired", "delay": delay})])
+            else:
+                error = f"lease expired on the last of {task['max_attempts']} attempts"
+                _, woken = await store.finish_task(
+                    conn, task["id"], "failed", None, error,
+                    ("task_failed", {"task_id": task["id"], "attempt": task["attempt"],
+                                     "error": error, "why": "lease expired"}))
+        handled += 1
+        if woken:
+            engine.wake(task["flow_id"])
+        if delay is not None:
+            engine.notify_queue_later(task["queue"], delay)
+    return handled
