@@ -193,13 +193,6 @@ def global_set(g: Any, a: int) -> Handler:
     return h
 
 
-def const(d: int, value: Any) -> Handler:
-    def h(r: list, pc: int) -> int:
-        r[d] = value
-        return pc + 1
-    return h
-
-
 # --- control ----------------------------------------------------------------------------------
 
 def jump(t: int) -> Handler:
@@ -274,16 +267,6 @@ def br_unless_fuel(c: int, t: int, fuel: list[int]) -> Handler:
             return -1 - pc
         fuel[0] -= 1
         return t
-    return h
-
-
-def br_if_copy(c: int, pairs: tuple[tuple[int, int], ...], t: int) -> Handler:
-    def h(r: list, pc: int) -> int:
-        if r[c]:
-            for d, a in pairs:
-                r[d] = r[a]
-            return t
-        return pc + 1
     return h
 
 
