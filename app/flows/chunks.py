@@ -116,11 +116,6 @@ class ChunkStore:
                 pinned[digest] = blob
         return PinnedSource(self, pinned)
 
-    def known(self) -> set[str]:
-        """Hashes known to be stored (all cached chunks are)."""
-        with self.cache._lock:
-            return set(self.cache._items)
-
     def get_blocking(self, digest: str) -> bytes | None:
         """Fetch one chunk from a worker thread (never call it on the event loop)."""
         blob = self.cache.get(digest)

@@ -315,8 +315,12 @@ class FlowEngine:
                 continue
             if step.kind == "wait":
                 assert step.reason is not None
-                if await self._deliver(run) and run.guest.resolve(step.reason) is not None:
-                    continue  # what it waits for had arrived: the capture is not needed
+                if await self._deliver(run):
+                    if run.guest.resolve(step.reason) is not None:
+                        continue  # what it waits for had arrived: no checkpoint needed
+                    # The capture predates what was just handed over, which its checkpoint
+                    # will mark delivered: capture again.
+                    cap = None
                 status = await self._commit(run, "waiting", step.reason, cap=cap)
                 if status is None:
                     return False
@@ -501,9 +505,9 @@ class FlowEngine:
         if cp.wake_at is not None and self._timer_kick is not None:
             self._timer_kick.set()
         if cp.status in ("completed", "failed"):
-            asyncio.create_task(self._wake_parent(run.flow_id))
+            asyncio.create_task(self.wake_parent(run.flow_id))
 
-    async def _wake_parent(self, child_id: str) -> None:
+    async def wake_parent(self, child_id: str) -> None:
         """A finished child may end its parent's wait."""
         try:
             async with self.db.transaction() as conn:
@@ -530,7 +534,7 @@ class FlowEngine:
                                   events=[("failed", {"error": error})])
             if await store.save_checkpoint(conn, cp) is None:
                 return None
-        asyncio.create_task(self._wake_parent(run.flow_id))
+        asyncio.create_task(self.wake_parent(run.flow_id))
         return "failed"
 
     async def _fail_unloadable(self, row: dict[str, Any], error: str) -> None:
@@ -543,7 +547,7 @@ class FlowEngine:
             await store.save_checkpoint(conn, store.Checkpoint(
                 flow_id=row["id"], expected_seq=row["checkpoint_seq"], status="failed",
                 manifest=None, error=error, events=[("failed", {"error": error})]))
-        await self._wake_parent(row["id"])
+        await self.wake_parent(row["id"])
 
     # --- loops --------------------------------------------------------------------------------
 

@@ -106,7 +106,7 @@ async def cancel_flow(engine: FlowEngine, flow_id: str) -> dict[str, Any]:
     for fid in cancelled:
         engine.forget(fid)
     if cancelled and row["parent_id"] is not None:
-        await engine._wake_parent(flow_id)
+        await engine.wake_parent(flow_id)
     return await get_flow(engine, flow_id)
 
 
