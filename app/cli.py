@@ -363,10 +363,10 @@ def _parser() -> argparse.ArgumentParser:
     migrate_parser.set_defaults(handler=_cmd_migrate)
     worker_parser = commands.add_parser(
         "worker", help="run Python task handlers as a worker of a dwasm service",
-        description="Import MODULE (a dotted name or a .py file) and run its Worker (or the "
-                    "Worker named by :ATTR, or its @handler functions) until SIGINT/SIGTERM: "
-                    "in-flight tasks finish first; a second signal abandons them. See "
-                    "docs/workers.md.",
+        description="Import MODULE (a dotted name or a .py file) and run its Worker (or the\n"
+                    "Worker named by :ATTR, or its @handler functions) until SIGINT/SIGTERM:\n"
+                    "in-flight tasks finish first; a second signal abandons them.\n"
+                    "See docs/workers.md.",
         epilog="environment: DWASM_URL, DWASM_TOKEN (when --url/--token are not given)\n"
                "exit status: 0 after a clean stop, 130 if in-flight tasks were abandoned, "
                "2 if MODULE cannot be loaded",
