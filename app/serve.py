@@ -208,20 +208,26 @@ def serve(host: str | None = None, port: int | None = None) -> int:
         raise ServeError(f"bad configuration: {exc}") from None
     stop = _StopSignals()
     with stop.installed():
-        pg = None
         try:
-            url = settings.database_url
-            if url is None:
-                pg = _start_embedded(settings)
-                url = pg.url
-            if stop.received is None:
-                asyncio.run(_serve(settings, url, stop))
+            with _database(settings) as url:
+                if stop.received is None:
+                    asyncio.run(_serve(settings, url, stop))
         except Interrupted:
             pass
-        finally:
-            if pg is not None:
-                _stop_embedded(pg)
     return 0
+
+
+@contextmanager
+def _database(settings: Settings) -> Iterator[str]:
+    """The database URL: the configured one, or an embedded server run for the duration."""
+    if settings.database_url is not None:
+        yield settings.database_url
+        return
+    pg = _start_embedded(settings)
+    try:
+        yield pg.url
+    finally:
+        _stop_embedded(pg)
 
 
 def migrate_command() -> int:
@@ -237,16 +243,9 @@ def migrate_command() -> int:
         await db.close()
 
     with stop.installed():
-        pg = None
         try:
-            url = settings.database_url
-            if url is None:
-                pg = _start_embedded(settings)
-                url = pg.url
-            asyncio.run(run(url))
+            with _database(settings) as url:
+                asyncio.run(run(url))
         except Interrupted:
             return 130
-        finally:
-            if pg is not None:
-                _stop_embedded(pg)
     return 0

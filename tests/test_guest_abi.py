@@ -19,6 +19,7 @@ import vm
 import vm.wasi
 from app.flows import guest as G
 from app.flows.guest import ChildRequest, GuestApi, GuestStateError, TaskRequest
+from app.flows.run import Sink
 from vm import snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,20 +31,6 @@ MASK = 0xFFFFFFFF
 
 def signed(value: int) -> int:
     return value - (1 << 32) if value >= 1 << 31 else value
-
-
-class Sink:
-    """An output destination that survives restores (what the engine stores in Postgres)."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    def write(self, data: bytes) -> int:
-        self.data += data
-        return len(data)
-
-    def flush(self) -> None:
-        pass
 
 
 class Clock:
