@@ -439,6 +439,9 @@ TASK_COLUMNS = """id, flow_id, seq, queue, status, attempt, max_attempts, visibl
     lease_until, error, delivered, created_at, updated_at"""
 
 
+_TASK_COLUMNS_T = ", ".join("t." + c.strip() for c in TASK_COLUMNS.split(","))
+
+
 async def insert_tasks(conn: Any, tasks: Iterable[NewTask]) -> None:
     """Outbox insert: ids derive from flow and sequence number, so a re-run inserts nothing."""
     tasks = list(tasks)
@@ -482,11 +485,18 @@ async def task_flow_id(conn: Any, task_id: str) -> str | None:
     return await conn.fetchval("SELECT flow_id FROM tasks WHERE id = $1", task_id)
 
 
-async def lock_task_flow(conn: Any, task_id: str) -> str | None:
-    """Lock the flow of ``task_id`` (locking discipline: flow first); returns its id."""
-    return await conn.fetchval(
-        """SELECT f.id FROM flows f JOIN tasks t ON t.flow_id = f.id
-           WHERE t.id = $1 FOR UPDATE OF f""", task_id)
+async def lock_task_and_flow(conn: Any, task_id: str) -> dict[str, Any] | None:
+    """Lock the flow of ``task_id``, then the task (locking discipline: flow first), and return
+    the task with its payload and result — one round trip instead of two. The CTE's lock is
+    taken before the task row is locked, and a task row changed while waiting is re-read."""
+    row = await conn.fetchrow(
+        f"""WITH f AS MATERIALIZED (SELECT id FROM flows
+                                    WHERE id = (SELECT flow_id FROM tasks WHERE id = $1)
+                                    FOR UPDATE)
+            SELECT {_TASK_COLUMNS_T}, t.payload, t.result
+            FROM tasks t JOIN f ON f.id = t.flow_id WHERE t.id = $1 FOR UPDATE OF t""",
+        task_id)
+    return None if row is None else dict(row)
 
 
 async def extend_lease(conn: Any, task_id: str, lease_id: str,

@@ -147,11 +147,10 @@ async def _report(engine: Any, task_id: str, lease_id: str, kind: str, *,
     woken = False
     delay: float | None = None
     async with engine.db.transaction() as conn:
-        flow_id = await store.lock_task_flow(conn, task_id)  # the flow first: see store
-        if flow_id is None:
+        task = await store.lock_task_and_flow(conn, task_id)  # the flow first: see store
+        if task is None:
             raise task_not_found(task_id)
-        task = await store.get_task(conn, task_id, lock=True, payload=True)
-        assert task is not None
+        flow_id = task["flow_id"]
         if _is_duplicate(task, lease_id, kind, result, error):
             return _public(task)
         if task["status"] not in ("leased", "pending") or task["lease_id"] != lease_id:
