@@ -151,9 +151,9 @@ class Program:
                 if status == "done":
                     return self._finish(0, ex.results or [])
                 if status == "suspended" and durable:
-                    waiting = sum(len(s.pending) for s in self.wasi.streams.values())
-                    if (self.stop_requested or waiting >= FLUSH_BYTES or time.monotonic()
-                            - self.last_checkpoint >= self.config.interval):
+                    since = time.monotonic() - self.last_checkpoint
+                    if (self.stop_requested or since >= self.config.interval
+                            or self.wasi.output_pending() >= FLUSH_BYTES):
                         self._commit_output()
                     if self.stop_requested:
                         raise RunError(f"stopped; continue with `dwasm resume "

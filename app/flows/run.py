@@ -250,7 +250,7 @@ class FlowRun:
         return sum(len(m.data) for m in self.instance.mems)
 
     def output_pending(self) -> int:
-        return sum(len(s.pending) for s in self.wasi.streams.values())
+        return self.wasi.output_pending()
 
     def take_outbox(self) -> None:
         """Move what the guest scheduled into the items the next checkpoint commits."""

@@ -181,6 +181,11 @@ class Wasi(MiscCalls, FdCalls, PathCalls, PollCalls):
         for stream in self.streams.values():
             stream.flush()
 
+    def output_pending(self) -> int:
+        """Bytes of stdout and stderr held back, waiting for :meth:`flush` (drivers checkpoint
+        early when much output waits)."""
+        return sum(len(stream.pending) for stream in self.streams.values())
+
     def output_written(self, fd: int) -> int:
         """Bytes the guest has written to stream ``fd`` (1 or 2) in total, flushed or not."""
         return self._stream(fd).written
