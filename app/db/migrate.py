@@ -21,7 +21,6 @@ install); else ``<prefix>/share/dwasm/migrations``, where an installed wheel put
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 import re
@@ -172,6 +171,10 @@ async def migrate(db: Database, migrations: list[Migration] | None = None, *,
                 done.append(migration.name)
         finally:
             # A broken connection releases the lock by itself; do not mask the real error.
-            with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            # The pool does not reset connections (app.db.pool), so a connection whose unlock
+            # failed is closed rather than handed out still holding the lock.
+            try:
                 await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                conn.terminate()
     return done

@@ -43,6 +43,14 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{userinfo}:***@{netloc[-1]}"))
 
 
+async def _reset_connection(conn: asyncpg.Connection) -> None:
+    """Nothing to undo when a connection goes back to the pool: dwasm sets no session state
+    (no SET, LISTEN, cursors or prepared statements by name), and the one advisory lock it takes
+    (migrations) is released explicitly. asyncpg still rolls back an open transaction itself.
+    asyncpg's default reset (``RESET ALL``, ``UNLISTEN *``, ...) costs a round trip to the
+    server on every release, a fifth of all round trips of a task round trip."""
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for typename in ("json", "jsonb"):
         await conn.set_type_codec(typename, schema="pg_catalog", encoder=json.dumps,
@@ -75,6 +83,7 @@ class Database:
             try:
                 pool = await asyncpg.create_pool(
                     url, min_size=min_size, max_size=max_size, init=_init_connection,
+                    reset=_reset_connection,
                     command_timeout=command_timeout,
                     server_settings={"application_name": application_name})
                 return cls(pool, url)

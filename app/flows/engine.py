@@ -63,6 +63,7 @@ _RETRYABLE = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError,
 WARM_FLOWS = 64  # waiting flows kept in memory (an optimisation; see the module docstring)
 WARM_BYTES = 256 << 20  # ... holding at most this much linear memory
 MAX_ACTIVE = 32  # flows in memory and running at once
+ARRIVALS_MAX_FLOWS = 4096  # flows whose committed task outcomes are remembered (see wake-ups)
 
 
 def request_hash(request: dict[str, Any]) -> str:
@@ -106,6 +107,11 @@ class FlowEngine:
         self._dropped: set[str] = set()  # cancelled while in memory: stop at the next step
         self._warm: collections.OrderedDict[str, FlowRun] = collections.OrderedDict()
         self._warm_bytes = 0
+        # Task outcomes committed by this process's API, kept so that waking the flow needs no
+        # query to find them (the database stays the truth: a flow without an entry here looks
+        # there). flow id -> {handle: (task id, status, result)}.
+        self._arrivals: collections.OrderedDict[str, dict[int, tuple[str, str, bytes]]] = \
+            collections.OrderedDict()
         self._modules: collections.OrderedDict[str, vm.Module] = collections.OrderedDict()
         self.waiters = QueueWaiters()
         self._timer_kick: asyncio.Event | None = None
@@ -171,6 +177,19 @@ class FlowEngine:
         self._active[flow_id] = asyncio.create_task(self._drive(flow_id),
                                                     name=f"dwasm-flow-{flow_id}")
 
+    def task_finished(self, flow_id: str, handle: int, task_id: str, status: str,
+                      result: bytes, woken: bool) -> None:
+        """A task outcome was committed: remember it for the flow's next delivery, and run the
+        flow if the commit made it runnable."""
+        arrivals = self._arrivals.get(flow_id)
+        if arrivals is None:
+            arrivals = self._arrivals[flow_id] = {}
+            while len(self._arrivals) > ARRIVALS_MAX_FLOWS:
+                self._arrivals.popitem(last=False)
+        arrivals[handle] = (task_id, status, result)
+        if woken:
+            self.wake(flow_id)
+
     @property
     def active_count(self) -> int:
         return len(self._active)
@@ -208,6 +227,7 @@ class FlowEngine:
         """Drop a flow from memory (it was cancelled)."""
         if flow_id in self._active:
             self._dropped.add(flow_id)
+        self._arrivals.pop(flow_id, None)
         run = self._warm.pop(flow_id, None)
         if run is not None:
             self._warm_bytes -= run.memory_size()
@@ -331,6 +351,7 @@ class FlowEngine:
             # exit or trap
             final = "completed" if step.kind == "exit" else "failed"
             await self._commit(run, final, exit_code=step.exit_code, error=step.error, cap=cap)
+            self._arrivals.pop(flow_id, None)
             return False
 
     # --- arrivals -----------------------------------------------------------------------------
@@ -352,13 +373,21 @@ class FlowEngine:
                 return False
             outcomes: dict[int, tuple[str, bytes]] = {}
             children = [h for h in wanted if h in run.child_handles]
-            if len(children) < len(wanted):  # some are tasks
+            arrivals = self._arrivals.get(run.flow_id, {})
+            known = [h for h in wanted if h in arrivals]
+            for h in known:
+                task_id, status, result = arrivals.pop(h)
+                outcomes[h] = (status, result)
+                run.delivered_tasks.append(task_id)
+                run.events.append(("task_delivered", {"task_id": task_id, "status": status}))
+            if len(children) < len(wanted) and not known:  # some are tasks
                 for t in await store.undelivered_outcomes(conn, run.flow_id,
                                                           run.delivered_tasks):
                     if t["seq"] < guest.next_handle and t["seq"] not in uncommitted:
                         result = t["result"] if t["status"] == "completed" else (
                             t["error"] or "").encode()
                         outcomes[t["seq"]] = (t["status"], result or b"")
+                        arrivals.pop(t["seq"], None)
                         run.delivered_tasks.append(t["id"])
                         run.events.append(("task_delivered", {"task_id": t["id"],
                                                               "status": t["status"]}))

@@ -174,8 +174,9 @@ async def _report(engine: Any, task_id: str, lease_id: str, kind: str, *,
                 conn, task_id, "failed", None, error,
                 ("task_failed", {"task_id": task_id, "attempt": task["attempt"],
                                  "error": error, "why": why}))
-    if woken:
-        engine.wake(flow_id)
+    if updated["status"] in ("completed", "failed"):
+        engine.task_finished(flow_id, updated["seq"], task_id, updated["status"],
+                             result if kind == "complete" else (error or "").encode(), woken)
     if delay is not None:
         engine.notify_queue_later(task["queue"], delay)
     return _public(updated)
