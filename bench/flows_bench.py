@@ -46,7 +46,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.worker import TaskClient  # noqa: E402
+from app.worker import Report, TaskClient  # noqa: E402
 
 FLOWS = ROOT / "examples" / "flows"
 TERMINAL = ("completed", "failed", "cancelled")
@@ -88,6 +88,30 @@ def pct(values: list[float], q: float) -> float:
 class Node:
     url: str
     data_dir: Path | None = None  # set when this script started the node
+    pid: int | None = None  # the dwasm serve process, when this script started it
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) used so far by the node's process and by its PostgreSQL
+        server's processes, and by this script (the workers): with the number of round trips,
+        the cost of one in CPU, which other load on the machine does not distort the way it
+        distorts throughput. Empty for a node this script did not start."""
+        if self.pid is None or self.data_dir is None:
+            return {}
+        out = {"dwasm": _proc_cpu(self.pid), "client": time.process_time()}
+        postmaster = None
+        for pid_file in self.data_dir.rglob("postmaster.pid"):
+            postmaster = int(pid_file.read_text().split()[0])
+        if postmaster is not None:
+            total = _proc_cpu(postmaster)
+            for stat in Path("/proc").glob("[0-9]*/stat"):
+                try:
+                    fields = stat.read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if int(fields[1]) == postmaster:
+                    total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            out["postgres"] = total
+        return out
 
     def database_url(self) -> str | None:
         """URL of the embedded server's ``postgres`` database, from its postmaster.pid (the
@@ -99,6 +123,14 @@ class Node:
             if len(lines) >= 5:
                 return f"postgresql://postgres@/postgres?host={lines[4]}&port={lines[3]}"
         return None
+
+
+def _proc_cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -130,7 +162,7 @@ def own_node(keep: bool) -> Iterator[Node]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit("dwasm serve did not start:\n" + log_path.read_text())
             time.sleep(0.05)
-        yield Node(m.group(1), tmp / "data")
+        yield Node(m.group(1), tmp / "data", proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -195,9 +227,20 @@ class Workers:
     stop: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
 
+    batch: int = 1  # > 1: lease and report through the batch endpoints
+
     def _run(self, queue: str) -> None:
         with TaskClient(self.url, max_connections=2) as client:
             while not self.stop.is_set():
+                if self.batch > 1:
+                    tasks = client.lease_batch(queue, self.batch, wait=0.5, cancel=self.stop)
+                    results = client.report_batch(
+                        [Report(t, "complete", self.answer(t.payload)) for t in tasks])
+                    bad = [r for r in results if r.error is not None]
+                    if bad:
+                        raise RuntimeError(f"report refused: {bad[0].error}")
+                    self.done.extend([1] * len(tasks))
+                    continue
                 task = client.lease(queue, wait=0.5, cancel=self.stop)
                 if task is None:
                     continue
@@ -221,10 +264,11 @@ class Workers:
 # --- the measurements ----------------------------------------------------------------------
 
 
-def round_trips(url: str, flows: int, tasks: int, workers: int) -> dict[str, float]:
+def round_trips(url: str, flows: int, tasks: int, workers: int,
+                batch: int = 1) -> dict[str, float]:
     with httpx.Client(base_url=url, timeout=60) as c:
         mid = upload(c, loop_module(tasks))
-        with Workers(url, workers, [QUEUE], lambda p: b"ok") as w:
+        with Workers(url, workers, [QUEUE], lambda p: b"ok", batch=batch) as w:
             t0 = time.perf_counter()
             ids = [start(c, mid) for _ in range(flows)]
             bad = [f for f in ids if wait_for(c, f, timeout=600, poll=0.1)["exit_code"] != 0]
@@ -349,6 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--flows", type=int, default=16, help="concurrent flows (round trips, fanout)")
     ap.add_argument("--workers", type=int, default=8, help="worker threads")
+    ap.add_argument("--batch", type=int, default=16,
+                    help="tasks per lease-batch request in the second round-trip run "
+                         "(1: only the single-task endpoints)")
     ap.add_argument("--tasks", type=int, default=50,
                     help="sequential round trips per flow")
     ap.add_argument("--samples", type=int, default=200,
@@ -387,10 +434,19 @@ def main(argv: list[str] | None = None) -> int:
                          f"n={r['n']})", ""))
 
         def do_roundtrips() -> None:
-            r = round_trips(node.url, ns.flows, ns.tasks, ns.workers)
-            rows.append(("round trips/s (sequential, per flow)",
-                         f"{r['per_s']:.0f} ({r['n']} in {r['seconds']:.1f} s, {ns.flows} flows, "
-                         f"{ns.workers} workers)", ">= 500"))
+            for batch in sorted({1, ns.batch}):
+                before = node.cpu_seconds()
+                r = round_trips(node.url, ns.flows, ns.tasks, ns.workers, batch)
+                after = node.cpu_seconds()
+                how = ("lease + complete per task" if batch == 1 else
+                       f"lease-batch/task-reports, up to {batch} per request")
+                rows.append((f"round trips/s ({how})",
+                             f"{r['per_s']:.0f} ({r['n']} in {r['seconds']:.1f} s, "
+                             f"{ns.flows} flows, {ns.workers} workers)", ">= 500"))
+                if after:
+                    cost = ", ".join(f"{k} {(after[k] - before[k]) * 1000 / r['n']:.2f}"
+                                     for k in after)
+                    rows.append((f"  CPU ms per round trip ({how})", cost, ""))
 
         def do_fanout() -> None:
             r = fanout(node.url, ns.flows, ns.workers)

@@ -279,3 +279,74 @@ def test_bad_input_changes_nothing(client: httpx.Client) -> None:
     assert client.get("/v1/flows/bi").json()["status"] == "waiting"
     assert complete(client, task, "fine").status_code == 200
     assert wait_for(client, "bi")["stdout"] == "fine"
+
+
+def test_batch_lease_and_reports(client: httpx.Client) -> None:
+    for fid in ("b1", "b2", "b3"):
+        one_task_flow(client, fid)
+    first = client.post("/v1/queues/work/lease-batch", json={"max_tasks": 2})
+    assert first.status_code == 200
+    tasks = first.json()["tasks"]
+    assert [t["id"] for t in tasks] == ["b1/0", "b2/0"]  # oldest first
+    assert len({t["lease_id"] for t in tasks}) == 2 and all(t["attempt"] == 1 for t in tasks)
+    rest = client.post("/v1/queues/work/lease-batch", json={"max_tasks": 10}).json()["tasks"]
+    assert [t["id"] for t in rest] == ["b3/0"]
+    t0 = time.monotonic()
+    assert client.post("/v1/queues/work/lease-batch", json={"wait": 0.3}).json() == \
+        {"tasks": []}
+    assert time.monotonic() - t0 >= 0.25  # it long-polled
+    b1, b2, b3 = tasks + rest
+
+    def report(task: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        return {"task_id": task["id"], "lease_id": task["lease_id"], **kw}
+
+    r = client.post("/v1/task-reports", json={"reports": [
+        report(b1, outcome="complete", result_text="one"),
+        report(b2, outcome="complete", result=base64.b64encode(b"two").decode()),
+        report(b2, outcome="complete", result=base64.b64encode(b"two").decode()),  # repeat
+        report(b3, outcome="fail", error="broken", retryable=False),
+        {"task_id": "nope/0", "lease_id": "x", "outcome": "complete", "result_text": "?"},
+        report(b1, outcome="complete", error="a completion with an error"),
+        report(b1, outcome="fail", error="late", retryable=False),
+    ]})
+    assert r.status_code == 200
+    results = r.json()["results"]
+    assert [x["task_id"] for x in results] == ["b1/0", "b2/0", "b2/0", "b3/0", "nope/0",
+                                               "b1/0", "b1/0"]
+    assert [x["status"] for x in results[:4]] == [200, 200, 200, 200]
+    assert [x["task"]["status"] for x in results[:4]] == ["completed", "completed",
+                                                          "completed", "failed"]
+    assert results[1]["task"] == results[2]["task"]
+    assert results[4]["status"] == 404 and results[4]["problem"]["type"].endswith(
+        "task-not-found")
+    assert results[5]["status"] == 422 and results[5]["problem"]["type"].endswith(
+        "invalid-report")
+    assert results[6]["status"] == 409 and results[6]["problem"]["type"].endswith(
+        "task-finished")
+    assert all(x["problem"] is None for x in results[:4])
+
+    assert (wait_for(client, "b1")["stdout"], wait_for(client, "b2")["stdout"]) == ("one",
+                                                                                   "two")
+    failed = wait_for(client, "b3")
+    assert (failed["stdout"], failed["exit_code"]) == ("broken", 2)
+    assert [deliveries(client, f) for f in ("b1", "b2", "b3")] == [1, 1, 1]
+
+
+def test_batch_bad_input(client: httpx.Client) -> None:
+    one_task_flow(client, "bb")
+    before = client.get("/v1/tasks/bb/0").json()
+    assert_problem(client.post("/v1/queues/work/lease-batch", json={"max_tasks": 0}), 422)
+    assert_problem(client.post("/v1/queues/work/lease-batch", json={"max_tasks": 100000}),
+                   422)
+    assert_problem(client.post("/v1/queues/bad queue!/lease-batch"), 422, "invalid-queue")
+    assert_problem(client.post("/v1/task-reports", json={"reports": [{"task_id": "bb/0"}]}),
+                   422)
+    assert_problem(client.post("/v1/task-reports", json={"reports": [
+        {"task_id": "bb/0", "lease_id": "x", "outcome": "explode"}]}), 422)
+    too_many = [{"task_id": "bb/0", "lease_id": "x", "outcome": "complete"}] * 1000
+    assert_problem(client.post("/v1/task-reports", json={"reports": too_many}), 422)
+    big = base64.b64encode(b"x" * 5000).decode()
+    r = client.post("/v1/task-reports", json={"reports": [
+        {"task_id": "bb/0", "lease_id": "x", "outcome": "complete", "result": big}]})
+    assert r.json()["results"][0]["status"] == 413
+    assert client.get("/v1/tasks/bb/0").json() == before

@@ -78,6 +78,18 @@ class ProblemError(StarletteHTTPException):
         self.title = title or _phrase(status)
         self.extensions = extensions
 
+    def as_dict(self, instance: str | None = None) -> dict[str, Any]:
+        """The problem details as a JSON object (for answers that carry several, such as a
+        batch of task reports)."""
+        body: dict[str, Any] = {"type": self.problem_type, "title": self.title,
+                                "status": self.status_code}
+        if self.detail is not None:
+            body["detail"] = self.detail
+        if instance is not None:
+            body["instance"] = instance
+        body.update(self.extensions)
+        return body
+
 
 class PayloadTooLarge(ProblemError):
     """A request body or payload over its limit (413)."""

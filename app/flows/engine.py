@@ -50,6 +50,7 @@ from .tasks import QueueWaiters, reap_expired_leases
 log = logging.getLogger("dwasm.engine")
 
 STEP_SECONDS = 0.05  # wall time of one step in a worker thread
+INLINE_MEMORY = 1 << 20  # flows with at most this much memory take a first step inline
 CHECKPOINT_INTERVAL = 2.0  # seconds of computing between checkpoints of a busy flow
 REAPER_INTERVAL = 1.0
 SWEEP_INTERVAL = 10.0
@@ -313,6 +314,7 @@ class FlowEngine:
         dropped (False)."""
         flow_id = run.flow_id
         deliver = True  # look for arrivals: at activation and after a wait ended by one
+        inline = True  # the next step may run on the event loop (see below)
         while True:
             if not self._running or flow_id in self._dropped:
                 return False
@@ -320,10 +322,18 @@ class FlowEngine:
                 await self._deliver(run)
             deliver = False
             try:
-                # One hop to a worker thread runs a step and, when a checkpoint follows,
-                # captures it too.
-                step, cap = await self._thread(run.step, STEP_SECONDS, self.chunks.cache,
-                                               self.checkpoint_interval)
+                # A step runs the flow and, when a checkpoint follows, captures it too. The
+                # first step after a wake-up runs right here on the event loop when it is
+                # bound to be short (one fuel slice, a small memory to snapshot): most flows
+                # just take a result and schedule the next task, and a hop to a worker thread
+                # would cost more than the step (and make the loop wait for the GIL on every
+                # socket write). Anything longer goes on in the thread pool.
+                if inline and run.memory_size() <= INLINE_MEMORY:
+                    step, cap = run.step(0.0, self.chunks.cache, self.checkpoint_interval)
+                else:
+                    step, cap = await self._thread(run.step, STEP_SECONDS, self.chunks.cache,
+                                                   self.checkpoint_interval)
+                inline = False
             except Exception as exc:  # an engine bug surfacing in the guest API: fail the flow
                 log.exception("flow %s: step failed", flow_id)
                 run.finished = True
@@ -337,6 +347,7 @@ class FlowEngine:
                 assert step.reason is not None
                 if await self._deliver(run):
                     if run.guest.resolve(step.reason) is not None:
+                        inline = True
                         continue  # what it waits for had arrived: no checkpoint needed
                     # The capture predates what was just handed over, which its checkpoint
                     # will mark delivered: capture again.
@@ -346,7 +357,7 @@ class FlowEngine:
                     return False
                 if status == "waiting":
                     return True
-                deliver = True  # something arrived while it was being stored: go on
+                deliver = inline = True  # something arrived while it was being stored: go on
                 continue
             # exit or trap
             final = "completed" if step.kind == "exit" else "failed"
@@ -460,28 +471,19 @@ class FlowEngine:
             events.append(("exit", {"code": exit_code}))
         elif status == "failed":
             events.append(("failed", {"error": error}))
+        cp.events = events
+        if status == "waiting":
+            assert reason is not None
+            if run.guest.resolve(reason) is not None:
+                cp.status = "running"
+            else:  # the database decides: it may hold an arrival this run has not seen
+                cp.waiting = reason
+                cp.wake_at = _utc_from_ms(wake_ms)
         try:
-            async with self.db.transaction() as conn:
-                row = await store.lock_flow(conn, flow_id)
-                if row is None or row["status"] not in store.ACTIVE \
-                        or row["checkpoint_seq"] != run.seq:
-                    return None
-                if status == "waiting":
-                    assert reason is not None
-                    if run.guest.resolve(reason) is not None or \
-                            await store.wait_satisfied(conn, flow_id, reason,
-                                                       run.consumed_signals):
-                        cp.status = "running"
-                    else:
-                        cp.waiting = reason
-                        cp.wake_at = _utc_from_ms(wake_ms)
-                cp.events = events + [("checkpoint", {
-                    "seq": run.seq + 1, "status": cp.status, "new_chunks": len(cap.chunks),
-                    "chunk_bytes": sum(len(c) for c in cap.chunks.values()),
-                    "waiting": cp.waiting})]
-                new_seq = await store.save_checkpoint(conn, cp)
-                if new_seq is None:
-                    return None
+            written = await store.commit_checkpoint(self.db.pool, cp, run.consumed_signals)
+            if written is None:
+                return None
+            new_seq, cp.status = written
         except _RETRYABLE as exc:
             log.warning("flow %s: checkpoint not committed (%s); it continues from the last "
                         "one", flow_id, exc)

@@ -220,6 +220,9 @@ class GuestApi:
         self.outbox_bytes = 0  # payload and argument bytes in the outbox
         self.children: set[int] = set()  # the handles that are child flows (the rest: tasks)
         self.outcomes: dict[int, Outcome] = {}
+        # The outcomes as :meth:`state` writes them, kept up to date entry by entry: a flow that
+        # ran many tasks checkpoints without re-encoding every result each time.
+        self._outcome_state: dict[str, dict[str, Any]] = {}
         self.last_signal: bytes | None = None  # what signal_read returns
         # A signal handed over by the engine that the guest's wait has not returned yet: it
         # becomes ``last_signal`` at the guest's next signal call, so ``resolve`` stays pure.
@@ -376,6 +379,8 @@ class GuestApi:
         if outcome is None:
             return UNKNOWN
         outcome.result = None
+        self._outcome_state[str(_signed32(handle))] = {"status": _STATUS_NAMES[outcome.status],
+                                                       "result": None}
         return 0
 
     def sleep_ms(self, ms: int) -> None:
@@ -443,6 +448,8 @@ class GuestApi:
         for handle, code, data in parsed:
             if handle not in self.outcomes:
                 self.outcomes[handle] = Outcome(code, data)
+                self._outcome_state[str(handle)] = {"status": _STATUS_NAMES[code],
+                                                    "result": _b64(data)}
                 applied.append(handle)
         return applied
 
@@ -522,9 +529,7 @@ class GuestApi:
             "next_handle": self.next_handle,
             "outbox": outbox,
             "children": sorted(self.children),
-            "outcomes": {str(h): {"status": _STATUS_NAMES[o.status],
-                                  "result": None if o.result is None else _b64(o.result)}
-                         for h, o in sorted(self.outcomes.items())},
+            "outcomes": dict(self._outcome_state),
             "last_signal": None if self.last_signal is None else _b64(self.last_signal),
             "arrived_signal": (None if self.arrived_signal is None else
                                {"name": self.arrived_name, "payload": _b64(self.arrived_signal)}),
@@ -558,6 +563,8 @@ class GuestApi:
                 code = {"succeeded": SUCCEEDED, "failed": FAILED}[value["status"]]
                 result = value["result"]
                 api.outcomes[int(key)] = Outcome(code, None if result is None else _unb64(result))
+                api._outcome_state[str(int(key))] = {"status": value["status"],
+                                                     "result": result}
             last = state["last_signal"]
             api.last_signal = None if last is None else _unb64(last)
             arrived = state["arrived_signal"]

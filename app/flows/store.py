@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import secrets
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -74,10 +73,6 @@ def _load(text: str | None) -> Any:
 
 def b64(data: bytes | None) -> str | None:
     return None if data is None else base64.b64encode(data).decode("ascii")
-
-
-def new_lease_id() -> str:
-    return secrets.token_hex(12)
 
 
 # --- modules -----------------------------------------------------------------------------------
@@ -367,6 +362,34 @@ async def save_checkpoint(conn: Any, cp: Checkpoint) -> int | None:
     return new_seq
 
 
+async def commit_checkpoint(conn: Any, cp: Checkpoint, skip_signals: Sequence[int] = ()
+                            ) -> tuple[int, str] | None:
+    """Commit ``cp`` in one round trip (``dwasm_checkpoint``, migrations/0003_fast_paths.sql):
+    lock the flow, check it is still at ``cp.expected_seq``, decide whether a ``waiting``
+    checkpoint must stay ``running`` (what it waits for is in the database already; signals in
+    ``skip_signals`` were handed over and do not count), write everything, add the
+    ``checkpoint`` event. Returns (new checkpoint_seq, status written), or None if the flow
+    moved on (nothing written). Runs as its own transaction: pass the pool."""
+    for task in cp.tasks:
+        assert task.flow_id == cp.flow_id
+    row = await conn.fetchrow(
+        """SELECT new_seq, status FROM dwasm_checkpoint(
+               $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+               $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)""",
+        cp.flow_id, cp.expected_seq, cp.status, _dump(cp.manifest), cp.stdout, cp.stderr,
+        _dump(cp.waiting), cp.wake_at, cp.exit_code, cp.error, cp.task_seq,
+        list(cp.chunks), list(cp.chunks.values()),
+        [t.seq for t in cp.tasks], [t.queue for t in cp.tasks], [t.payload for t in cp.tasks],
+        [t.max_attempts for t in cp.tasks],
+        cp.delivered_tasks, cp.consumed_signals, list(skip_signals),
+        [kind for kind, _ in cp.events], [_dump(data) for _, data in cp.events],
+        len(cp.chunks), sum(len(c) for c in cp.chunks.values()),
+        [c.id for c in cp.children], [c.module_id for c in cp.children],
+        [_dump(c.request) for c in cp.children], [c.request_hash for c in cp.children],
+        [c.parent_handle for c in cp.children], [c.shard for c in cp.children])
+    return None if row is None else (row["new_seq"], row["status"])
+
+
 async def cancel_flow(conn: Any, flow_id: str, reason: str = "cancelled") -> list[str]:
     """Cancel a flow, its open tasks and (recursively) its active children; returns the ids of
     every flow cancelled. The caller holds the flow's lock and checked it is active."""
@@ -455,17 +478,22 @@ async def insert_tasks(conn: Any, tasks: Iterable[NewTask]) -> None:
         [t.queue for t in tasks], [t.payload for t in tasks], [t.max_attempts for t in tasks])
 
 
-async def lease_task(conn: Any, queue: str, lease_timeout: float) -> dict[str, Any] | None:
-    """Lease the oldest visible pending task of ``queue``, or None."""
-    row = await conn.fetchrow(
-        """UPDATE tasks SET status = 'leased', attempt = attempt + 1, lease_id = $2,
-                  lease_until = now() + make_interval(secs => $3), updated_at = now()
-           WHERE id = (SELECT id FROM tasks
-                       WHERE queue = $1 AND status = 'pending' AND visible_at <= now()
-                       ORDER BY visible_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)
-           RETURNING id, flow_id, queue, payload, attempt, max_attempts, lease_id, lease_until""",
-        queue, new_lease_id(), lease_timeout)
-    return None if row is None else dict(row)
+async def lease_tasks(conn: Any, queue: str, lease_timeout: float,
+                      limit: int) -> list[dict[str, Any]]:
+    """Lease up to ``limit`` of the oldest visible pending tasks of ``queue`` (each with its
+    own lease id), oldest first."""
+    rows = await conn.fetch(
+        """UPDATE tasks t SET status = 'leased', attempt = t.attempt + 1,
+                  lease_id = replace(gen_random_uuid()::text, '-', ''),
+                  lease_until = now() + make_interval(secs => $2), updated_at = now()
+           FROM (SELECT id FROM tasks
+                 WHERE queue = $1 AND status = 'pending' AND visible_at <= now()
+                 ORDER BY visible_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) AS pick
+           WHERE t.id = pick.id
+           RETURNING t.id, t.flow_id, t.queue, t.payload, t.attempt, t.max_attempts,
+                     t.lease_id, t.lease_until, t.visible_at""",
+        queue, lease_timeout, limit)
+    return sorted((dict(r) for r in rows), key=lambda r: (r.pop("visible_at"), r["id"]))
 
 
 async def next_visible_at(conn: Any, queue: str) -> datetime | None:
@@ -532,6 +560,24 @@ async def finish_task(conn: Any, task_id: str, status: str, result: bytes | None
         task_id, status, result, error, event[0], _dump(event[1]))
     out = dict(row)
     return out, bool(out.pop("woken"))
+
+
+async def report_outcome(conn: Any, task_id: str, lease_id: str, status: str,
+                         result: bytes | None, error: str | None,
+                         event: tuple[str, dict[str, Any]]) -> tuple[str, dict[str, Any] | None,
+                                                                     bool]:
+    """Record a task's final outcome reported with ``lease_id``, in one round trip
+    (``dwasm_finish_task``, migrations/0003_fast_paths.sql: flow lock, task lock, the lease and
+    duplicate checks, the update, its event, the flow's wake-up). Returns (outcome, the task,
+    whether its flow became runnable); outcome is ``ok``, ``duplicate``, ``conflict`` (the task
+    is returned unchanged) or ``missing`` (task None). Its own transaction: pass the pool."""
+    row = await conn.fetchrow(
+        "SELECT * FROM dwasm_finish_task($1, $2, $3, $4, $5, $6, $7)",
+        task_id, lease_id, status, result, error, event[0], _dump(event[1]))
+    out = dict(row)
+    outcome = out.pop("outcome")
+    woken = bool(out.pop("woken"))
+    return outcome, (None if outcome == "missing" else out), woken
 
 
 async def retry_task(conn: Any, task_id: str, error: str, delay: float,

@@ -18,16 +18,16 @@ or, without a Worker object, mark functions with :func:`handler` and run the mod
 
 from __future__ import annotations
 
-from .client import (ApiError, Cancelled, LeasedTask, LeaseLost, PayloadTooLarge, RetryPolicy,
-                     ServiceError, TaskCancelled, TaskClient, TaskFinished, TaskNotFound,
-                     TaskState, Unavailable)
+from .client import (ApiError, Cancelled, LeasedTask, LeaseLost, PayloadTooLarge, Report,
+                     ReportResult, RetryPolicy, ServiceError, TaskCancelled, TaskClient,
+                     TaskFinished, TaskNotFound, TaskState, Unavailable)
 from .task import (PermanentError, RetryableError, TaskContext, TaskError, current_task,
                    handler)
 from .worker import Worker, WorkerStats
 
 __all__ = [
     "ApiError", "Cancelled", "LeaseLost", "LeasedTask", "PayloadTooLarge", "PermanentError",
-    "RetryPolicy", "RetryableError", "ServiceError", "TaskCancelled", "TaskClient",
-    "TaskContext", "TaskError", "TaskFinished", "TaskNotFound", "TaskState", "Unavailable",
-    "Worker", "WorkerStats", "current_task", "handler",
+    "Report", "ReportResult", "RetryPolicy", "RetryableError", "ServiceError",
+    "TaskCancelled", "TaskClient", "TaskContext", "TaskError", "TaskFinished", "TaskNotFound",
+    "TaskState", "Unavailable", "Worker", "WorkerStats", "current_task", "handler",
 ]

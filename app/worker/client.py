@@ -113,14 +113,19 @@ def api_error(response: httpx.Response) -> ApiError:
     except ValueError:
         body = None
     problem: dict[str, Any] = body if isinstance(body, dict) else {}
+    return problem_error(response.status_code, problem,
+                         response.text[:500] or response.reason_phrase)
+
+
+def problem_error(status: int, problem: dict[str, Any], fallback: str = "") -> ApiError:
+    """The exception for a problem object (an error answer's body, or one result of a batch)."""
     kind = str(problem.get("type", ""))
     slug = kind[len(PROBLEM_PREFIX):] if kind.startswith(PROBLEM_PREFIX) else ""
-    detail = str(problem.get("detail") or problem.get("title") or response.text[:500]
-                 or response.reason_phrase)
+    detail = str(problem.get("detail") or problem.get("title") or fallback)
     cls = _BY_SLUG.get(slug)
     if cls is None:
-        cls = PayloadTooLarge if response.status_code == 413 else ApiError
-    return cls(response.status_code, slug, detail, problem)
+        cls = PayloadTooLarge if status == 413 else ApiError
+    return cls(status, slug, detail, problem)
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,6 +203,39 @@ class TaskState:
                    lease_deadline=_parse_time(body.get("lease_deadline")),
                    error=body.get("error"), created_at=_parse_time(body.get("created_at")),
                    updated_at=_parse_time(body.get("updated_at")))
+
+
+@dataclass(frozen=True)
+class Report:
+    """One outcome for :meth:`TaskClient.report_batch`: ``complete`` with ``result``, or
+    ``fail`` with ``error`` (retried by the service while ``retryable``)."""
+
+    task: LeasedTask
+    outcome: str  # "complete" or "fail"
+    result: bytes = b""
+    error: str | None = None
+    retryable: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"task_id": self.task.id, "lease_id": self.task.lease_id,
+                                "outcome": self.outcome}
+        if self.outcome == "complete":
+            body["result"] = base64.b64encode(self.result).decode("ascii")
+        else:
+            body["error"] = self.error or ""
+            body["retryable"] = self.retryable
+        return body
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """The service's answer to one report of a batch: ``state`` when accepted (also for a
+    duplicate), else ``error``, the exception the single request would have raised."""
+
+    task_id: str
+    status: int
+    state: TaskState | None = None
+    error: ApiError | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -291,6 +329,37 @@ class TaskClient:
         if response.status_code == 204:
             return None
         return LeasedTask.from_json(response.json())
+
+    def lease_batch(self, queue: str, max_tasks: int = 16, wait: float = 0.0, *,
+                    cancel: threading.Event | None = None,
+                    retry: RetryPolicy | None = None) -> list[LeasedTask]:
+        """Up to ``max_tasks`` ready tasks of ``queue`` in one request, waiting up to ``wait``
+        seconds for the first; an empty list if none became ready."""
+        wait = min(max(wait, 0.0), MAX_LEASE_WAIT)
+        response = self._request("POST", f"/v1/queues/{queue}/lease-batch",
+                                 {"wait": wait, "max_tasks": max_tasks},
+                                 timeout=wait + self.timeout, cancel=cancel, retry=retry)
+        return [LeasedTask.from_json(t) for t in response.json()["tasks"]]
+
+    def report_batch(self, reports: list[Report], *, cancel: threading.Event | None = None,
+                     retry: RetryPolicy | None = None) -> list[ReportResult]:
+        """Several completions and failures in one request; one result per report, in order.
+        Safe to retry as a whole: the service answers a repeated report like the first."""
+        if not reports:
+            return []
+        response = self._request("POST", "/v1/task-reports",
+                                 {"reports": [r.to_json() for r in reports]}, cancel=cancel,
+                                 retry=retry)
+        out = []
+        for item in response.json()["results"]:
+            if item["status"] < 300 and item.get("task") is not None:
+                out.append(ReportResult(item["task_id"], item["status"],
+                                        state=TaskState.from_json(item["task"])))
+            else:
+                out.append(ReportResult(item["task_id"], item["status"],
+                                        error=problem_error(item["status"],
+                                                            item.get("problem") or {})))
+        return out
 
     def heartbeat(self, task: LeasedTask, extend_seconds: float | None = None, *,
                   cancel: threading.Event | None = None,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,7 +21,7 @@ from ...flows import store
 from ...flows import tasks as ops
 from ...flows.errors import FlowError, task_not_found
 from .flows import DB, EngineDep
-from ..problems import problem_responses
+from ..problems import Problem, problem_responses
 
 router = APIRouter(tags=["tasks"], responses=problem_responses(422))
 
@@ -46,6 +46,38 @@ class LeasedTask(BaseModel):
     lease_id: str = Field(description="name it in heartbeat, complete and fail")
     lease_deadline: datetime = Field(description="heartbeat before this or the task is "
                                                  "leased again")
+
+
+class LeaseBatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    wait: float = Field(0.0, ge=0, le=ops.MAX_LEASE_WAIT,
+                        description="seconds to wait for the first task when none is ready")
+    max_tasks: int = Field(16, ge=1, le=ops.MAX_BATCH,
+                           description="lease at most this many ready tasks")
+
+
+class LeaseBatch(BaseModel):
+    tasks: list[LeasedTask] = Field(description="oldest first; empty if none became ready "
+                                                "within `wait`")
+
+
+class TaskReport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: str = Field(max_length=4096)
+    lease_id: str = Field(max_length=200)
+    outcome: Literal["complete", "fail"]
+    result: str | None = Field(None, description="complete: the result, base64")
+    result_text: str | None = Field(None, description="complete: or the result as text")
+    error: str | None = Field(None, description="fail: what went wrong")
+    retryable: bool = Field(True, description="fail: retry while attempts remain")
+
+
+class TaskReportBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reports: list[TaskReport] = Field(max_length=ops.MAX_BATCH)
 
 
 class HeartbeatRequest(BaseModel):
@@ -106,10 +138,92 @@ async def lease(queue: Queue, engine: EngineDep, response: Response,
     row = await ops.lease(engine, queue, body.wait)
     if row is None:
         return Response(status_code=204)
+    return _leased(row)
+
+
+class TaskReportResult(BaseModel):
+    task_id: str
+    status: int = Field(description="what the single report would have been answered: 200, "
+                                    "or the problem's status (404, 409, 413, 422)")
+    task: Task | None = Field(None, description="the task, when status is 200")
+    problem: Problem | None = Field(None, description="why the report was refused")
+
+
+class TaskReportResults(BaseModel):
+    results: list[TaskReportResult] = Field(description="one per report, in request order")
+
+
+def _leased(row: dict[str, Any]) -> LeasedTask:
     return LeasedTask(id=row["id"], flow_id=row["flow_id"], queue=row["queue"],
                       payload=base64.b64encode(row["payload"]).decode("ascii"),
                       attempt=row["attempt"], max_attempts=row["max_attempts"],
                       lease_id=row["lease_id"], lease_deadline=row["lease_until"])
+
+
+def _result_bytes(result: str | None, result_text: str | None, limit: int) -> bytes:
+    if result is not None and result_text is not None:
+        raise FlowError(422, "invalid-result", "give result or result_text, not both")
+    if result_text is not None:
+        data = result_text.encode("utf-8", "surrogatepass")
+    else:
+        try:
+            data = base64.b64decode(result or "", validate=True)
+        except (binascii.Error, ValueError):
+            raise FlowError(422, "invalid-result", "result is not valid base64") from None
+    if len(data) > limit:
+        raise FlowError(413, "payload-too-large", f"the result exceeds the limit of "
+                        f"{limit} bytes", limit=limit)
+    return data
+
+
+@router.post("/v1/queues/{queue}/lease-batch", name="lease_batch", response_model=LeaseBatch,
+             summary="Lease several tasks of a queue at once",
+             description="Like `lease`, for up to `max_tasks` ready tasks, each with its own "
+                         "lease. Waits up to `wait` seconds for the first one; answers 200 with "
+                         "an empty list if none became ready. One request and one database "
+                         "query for the whole batch: what a busy worker should use.")
+async def lease_batch(queue: Queue, engine: EngineDep,
+                      body: LeaseBatchRequest | None = None) -> LeaseBatch:
+    body = body or LeaseBatchRequest()
+    rows = await ops.lease_many(engine, queue, body.wait, body.max_tasks)
+    return LeaseBatch(tasks=[_leased(r) for r in rows])
+
+
+@router.post("/v1/task-reports", name="report_batch", response_model=TaskReportResults,
+             summary="Complete or fail several tasks at once",
+             description="Each report is applied as if sent alone to `complete` or `fail` (its "
+                         "own transaction, idempotent the same way) and gets its own answer in "
+                         "`results`: `status` 200 with the task, or the problem that single "
+                         "request would have got. The request as a whole succeeds (200) unless "
+                         "it is malformed.",
+             responses=problem_responses(413))
+async def report_batch(body: TaskReportBatch, engine: EngineDep) -> TaskReportResults:
+    results: list[TaskReportResult | None] = [None] * len(body.reports)
+    todo: list[tuple[int, dict[str, Any]]] = []
+    for i, r in enumerate(body.reports):
+        try:
+            if r.outcome == "complete":
+                if r.error is not None:
+                    raise FlowError(422, "invalid-report", "a completion carries no error")
+                item = {"result": _result_bytes(r.result, r.result_text, engine.max_payload)}
+            else:
+                if r.error is None or r.result is not None or r.result_text is not None:
+                    raise FlowError(422, "invalid-report",
+                                    "a failure carries an error and no result")
+                item = {"error": r.error, "retryable": r.retryable}
+        except FlowError as exc:
+            results[i] = TaskReportResult(task_id=r.task_id, status=exc.status_code,
+                                          problem=Problem(**exc.as_dict()))
+            continue
+        todo.append((i, {"task_id": r.task_id, "lease_id": r.lease_id, "kind": r.outcome,
+                         **item}))
+    done = await ops.report_many(engine, [item for _, item in todo])
+    for (i, _), out in zip(todo, done):
+        results[i] = TaskReportResult(
+            task_id=out["task_id"], status=out["status"],
+            task=task_model(out["task"]) if "task" in out else None,
+            problem=Problem(**out["problem"]) if "problem" in out else None)
+    return TaskReportResults(results=[r for r in results if r is not None])
 
 
 @router.get("/v1/tasks/{task_id:path}", name="get", response_model=Task,
@@ -131,18 +245,7 @@ async def heartbeat(task_id: TaskId, body: HeartbeatRequest, engine: EngineDep) 
              summary="Complete a task with its result",
              responses=problem_responses(404, 409, 413))
 async def complete(task_id: TaskId, body: CompleteRequest, engine: EngineDep) -> Task:
-    if body.result is not None and body.result_text is not None:
-        raise FlowError(422, "invalid-result", "give result or result_text, not both")
-    if body.result_text is not None:
-        result = body.result_text.encode("utf-8", "surrogatepass")
-    else:
-        try:
-            result = base64.b64decode(body.result or "", validate=True)
-        except (binascii.Error, ValueError):
-            raise FlowError(422, "invalid-result", "result is not valid base64") from None
-    if len(result) > engine.max_payload:
-        raise FlowError(413, "payload-too-large", f"the result exceeds the limit of "
-                        f"{engine.max_payload} bytes", limit=engine.max_payload)
+    result = _result_bytes(body.result, body.result_text, engine.max_payload)
     return task_model(await ops.complete(engine, task_id, body.lease_id, result))
 
 
