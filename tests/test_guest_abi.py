@@ -7,7 +7,9 @@ export so the error cases and traps go through the real call path."""
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -170,9 +172,9 @@ def test_fanout_with_a_snapshot_and_restore_at_every_suspension() -> None:
     assert flow.out.data == b"2477\n" and flow.err.data == b""
     assert flow.exit_code == 2477 % 256
     # fanout released every result after reading it: the state keeps only statuses.
-    outcomes = flow.guest.state()["outcomes"]
-    assert len(outcomes) == 20 and all(o == {"status": "succeeded", "result": None}
-                                       for o in outcomes.values())
+    outcomes = G._read_outcome_log(base64.b64decode(flow.guest.state()["outcome_log"]))
+    assert sorted(outcomes) == list(range(20)) and all(
+        (o.status, o.result) == (G.SUCCEEDED, None) for o in outcomes.values())
     assert flow.guest.state()["last_signal"] == "Nw=="
 
 
@@ -602,11 +604,15 @@ def test_state_round_trip() -> None:
 
 @pytest.mark.parametrize("mutate", [
     lambda s: s.update(format="other"),
-    lambda s: s.update(version=2),
-    lambda s: s.pop("outcomes"),
+    lambda s: s.update(version=3),
+    lambda s: s.pop("outcome_log"),
     lambda s: s.update(next_handle="x"),
-    lambda s: s["outcomes"].update({"0": {"status": "weird", "result": None}}),
-    lambda s: s["outcomes"].update({"9": {"status": "failed", "result": None}}),
+    lambda s: s.update(outcome_log=base64.b64encode(struct.pack("<IBI", 0, 7, 0)).decode()),
+    lambda s: s.update(outcome_log=base64.b64encode(struct.pack("<IBI", 9, 2, 0)).decode()),
+    lambda s: s.update(outcome_log=base64.b64encode(struct.pack("<IBI", 0, 1, 5)).decode()),
+    lambda s: s.update(outcome_log="AAAA"),
+    lambda s: s.update(version=1, outcomes={"0": {"status": "weird", "result": None}}),
+    lambda s: s.update(version=1, outcomes={"9": {"status": "failed", "result": None}}),
     lambda s: s.update(last_signal="not base64!"),
     lambda s: s["outbox"].append({"handle": 0, "kind": "gift"}),
     lambda s: s.update(children=[1]),
@@ -620,6 +626,22 @@ def test_bad_states_are_refused(mutate: Callable[[dict[str, Any]], None]) -> Non
         GuestApi.from_state(state)
     with pytest.raises(GuestStateError):
         GuestApi.from_state([])  # type: ignore[arg-type]
+
+
+def test_version_1_states_are_still_read() -> None:
+    v1 = {"format": "dwasm-guest", "version": 1, "next_handle": 3, "outbox": [],
+          "children": [2], "last_signal": None, "arrived_signal": None,
+          "outcomes": {"0": {"status": "succeeded", "result": base64.b64encode(b"r0").decode()},
+                       "1": {"status": "failed", "result": None}}}
+    api = GuestApi.from_state(v1)
+    assert {h: (o.status, o.result) for h, o in api.outcomes.items()} == {
+        0: (G.SUCCEEDED, b"r0"), 1: (G.FAILED, None)}
+    state = api.state()
+    assert state["version"] == G.VERSION == 2 and "outcomes" not in state
+    again = GuestApi.from_state(state)
+    assert {h: (o.status, o.result) for h, o in again.outcomes.items()} == {
+        0: (G.SUCCEEDED, b"r0"), 1: (G.FAILED, None)}
+    assert again.children == {2} and again.next_handle == 3
 
 
 def test_name_and_argument_helpers() -> None:

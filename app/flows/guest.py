@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import base64
 import re
+import struct
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -73,7 +74,11 @@ from vm.wasi.memory import GuestMemory
 MODULE = "dwasm"
 ABI_VERSION = 1
 FORMAT = "dwasm-guest"
-VERSION = 1
+VERSION = 2  # 2: outcomes as an append-only binary log; version 1 states are still read
+_READABLE_VERSIONS = (1, 2)
+# One record of the outcome log: handle, status (| _RELEASED once released), result length.
+_LOG_RECORD = struct.Struct("<IBI")
+_RELEASED = 0x80
 
 PENDING, SUCCEEDED, FAILED = 0, 1, 2
 _STATUS_NAMES = {SUCCEEDED: "succeeded", FAILED: "failed"}
@@ -195,6 +200,26 @@ def _signed64(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
+def _read_outcome_log(log: bytes | bytearray) -> dict[int, "Outcome"]:
+    """The outcomes a log describes (later records win); GuestStateError if it is damaged."""
+    outcomes: dict[int, Outcome] = {}
+    view = memoryview(log)
+    pos = 0
+    while pos < len(view):
+        if pos + _LOG_RECORD.size > len(view):
+            raise GuestStateError("the outcome log is truncated")
+        handle, code, size = _LOG_RECORD.unpack_from(view, pos)
+        pos += _LOG_RECORD.size
+        if code & ~_RELEASED not in (SUCCEEDED, FAILED) or pos + size > len(view):
+            raise GuestStateError("the outcome log is damaged")
+        if code & _RELEASED:
+            outcomes[handle] = Outcome(code & ~_RELEASED, None)
+        else:
+            outcomes[handle] = Outcome(code, bytes(view[pos:pos + size]))
+        pos += size
+    return outcomes
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -220,9 +245,10 @@ class GuestApi:
         self.outbox_bytes = 0  # payload and argument bytes in the outbox
         self.children: set[int] = set()  # the handles that are child flows (the rest: tasks)
         self.outcomes: dict[int, Outcome] = {}
-        # The outcomes as :meth:`state` writes them, kept up to date entry by entry: a flow that
-        # ran many tasks checkpoints without re-encoding every result each time.
-        self._outcome_state: dict[str, dict[str, Any]] = {}
+        # The outcomes as :meth:`state` writes them: an append-only log of deliveries and
+        # releases, so that a flow that ran many tasks checkpoints by copying bytes instead
+        # of re-encoding every result as JSON each time.
+        self._outcome_log = bytearray()
         self.last_signal: bytes | None = None  # what signal_read returns
         # A signal handed over by the engine that the guest's wait has not returned yet: it
         # becomes ``last_signal`` at the guest's next signal call, so ``resolve`` stays pure.
@@ -379,8 +405,7 @@ class GuestApi:
         if outcome is None:
             return UNKNOWN
         outcome.result = None
-        self._outcome_state[str(_signed32(handle))] = {"status": _STATUS_NAMES[outcome.status],
-                                                       "result": None}
+        self._outcome_log += _LOG_RECORD.pack(_signed32(handle), outcome.status | _RELEASED, 0)
         return 0
 
     def sleep_ms(self, ms: int) -> None:
@@ -448,8 +473,8 @@ class GuestApi:
         for handle, code, data in parsed:
             if handle not in self.outcomes:
                 self.outcomes[handle] = Outcome(code, data)
-                self._outcome_state[str(handle)] = {"status": _STATUS_NAMES[code],
-                                                    "result": _b64(data)}
+                self._outcome_log += _LOG_RECORD.pack(handle, code, len(data))
+                self._outcome_log += data
                 applied.append(handle)
         return applied
 
@@ -529,7 +554,7 @@ class GuestApi:
             "next_handle": self.next_handle,
             "outbox": outbox,
             "children": sorted(self.children),
-            "outcomes": dict(self._outcome_state),
+            "outcome_log": _b64(self._outcome_log),
             "last_signal": None if self.last_signal is None else _b64(self.last_signal),
             "arrived_signal": (None if self.arrived_signal is None else
                                {"name": self.arrived_name, "payload": _b64(self.arrived_signal)}),
@@ -543,7 +568,7 @@ class GuestApi:
         """Rebuild from :meth:`state`, in any process. Raises GuestStateError."""
         if not isinstance(state, Mapping) or state.get("format") != FORMAT:
             raise GuestStateError("not a dwasm guest state")
-        if state.get("version") != VERSION:
+        if state.get("version") not in _READABLE_VERSIONS:
             raise GuestStateError(f"guest state version {state.get('version')} is not supported "
                                   f"(this dwasm reads version {VERSION})")
         api = cls(clock, max_payload=max_payload, max_outbox_bytes=max_outbox_bytes,
@@ -559,12 +584,19 @@ class GuestApi:
                                                    [str(a) for a in item["args"]]))
                 else:
                     raise GuestStateError(f"unknown outbox item kind {item['kind']!r}")
-            for key, value in state["outcomes"].items():
-                code = {"succeeded": SUCCEEDED, "failed": FAILED}[value["status"]]
-                result = value["result"]
-                api.outcomes[int(key)] = Outcome(code, None if result is None else _unb64(result))
-                api._outcome_state[str(int(key))] = {"status": value["status"],
-                                                     "result": result}
+            if state["version"] == 1:
+                for key, value in state["outcomes"].items():
+                    code = {"succeeded": SUCCEEDED, "failed": FAILED}[value["status"]]
+                    result = value["result"]
+                    data = None if result is None else _unb64(result)
+                    api.outcomes[int(key)] = Outcome(code, data)
+                    api._outcome_log += _LOG_RECORD.pack(int(key), code, len(data or b""))
+                    api._outcome_log += data or b""
+                    if data is None:
+                        api._outcome_log += _LOG_RECORD.pack(int(key), code | _RELEASED, 0)
+            else:
+                api._outcome_log = bytearray(_unb64(state["outcome_log"]))
+                api.outcomes = _read_outcome_log(api._outcome_log)
             last = state["last_signal"]
             api.last_signal = None if last is None else _unb64(last)
             arrived = state["arrived_signal"]
