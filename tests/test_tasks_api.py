@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.flows import store
+from app.flows.policies import QueuePolicy
 from flowkit import (ONE_TASK_WAT, assert_problem, complete, lease, payload_of, start,
                      upload, wait_for, wat)
 
@@ -31,11 +31,12 @@ def client(server: Any) -> Any:
 
 
 @pytest.fixture
-def fast_policy(monkeypatch: pytest.MonkeyPatch) -> store.QueuePolicy:
-    """Short leases and backoff (the server runs in this process)."""
-    policy = store.QueuePolicy(max_attempts=3, backoff_initial=0.2, backoff_factor=2.0,
-                               lease_timeout=0.5)
-    monkeypatch.setattr(store, "policy_for", lambda queue: policy)
+def fast_policy(client: httpx.Client) -> QueuePolicy:
+    """Short leases and backoff for queue "work", set through the API."""
+    policy = QueuePolicy(max_attempts=3, backoff_initial=0.2, backoff_factor=2.0,
+                         lease_timeout=0.5)
+    r = client.put("/v1/queues/work/policy", json=policy.as_dict())
+    assert r.status_code == 200 and r.json()["policy"] == policy.as_dict()
     return policy
 
 
@@ -114,7 +115,7 @@ def test_heartbeat_extends_the_lease(client: httpx.Client) -> None:
 
 
 def test_retry_with_backoff_then_success(client: httpx.Client,
-                                         fast_policy: store.QueuePolicy) -> None:
+                                         fast_policy: QueuePolicy) -> None:
     one_task_flow(client, "r")
     first = lease(client, "work")
     assert first is not None
@@ -139,7 +140,7 @@ def test_retry_with_backoff_then_success(client: httpx.Client,
     assert deliveries(client, "r") == 1
 
 
-def test_attempts_run_out(client: httpx.Client, fast_policy: store.QueuePolicy) -> None:
+def test_attempts_run_out(client: httpx.Client, fast_policy: QueuePolicy) -> None:
     one_task_flow(client, "out")
     for attempt in (1, 2, 3):
         task = lease(client, "work", wait=5)
@@ -171,7 +172,7 @@ def test_non_retryable_failure(client: httpx.Client) -> None:
 
 
 def test_expired_lease_returns_to_pending(client: httpx.Client,
-                                         fast_policy: store.QueuePolicy) -> None:
+                                         fast_policy: QueuePolicy) -> None:
     one_task_flow(client, "ex")
     a = lease(client, "work")
     assert a is not None
@@ -188,7 +189,7 @@ def test_expired_lease_returns_to_pending(client: httpx.Client,
 
 
 def test_late_result_before_the_task_is_leased_again(client: httpx.Client,
-                                                     fast_policy: store.QueuePolicy) -> None:
+                                                     fast_policy: QueuePolicy) -> None:
     one_task_flow(client, "late")
     a = lease(client, "work")
     assert a is not None
@@ -199,10 +200,9 @@ def test_late_result_before_the_task_is_leased_again(client: httpx.Client,
     assert lease(client, "work", wait=0) is None
 
 
-def test_expiry_on_the_last_attempt_fails_the_task(client: httpx.Client,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    policy = store.QueuePolicy(max_attempts=1, lease_timeout=0.3)
-    monkeypatch.setattr(store, "policy_for", lambda queue: policy)
+def test_expiry_on_the_last_attempt_fails_the_task(client: httpx.Client) -> None:
+    assert client.put("/v1/queues/work/policy", json={"max_attempts": 1,
+                                                     "lease_timeout": 0.3}).status_code == 200
     one_task_flow(client, "last")
     assert lease(client, "work") is not None
     done = wait_for(client, "last", timeout=10)
@@ -350,3 +350,39 @@ def test_batch_bad_input(client: httpx.Client) -> None:
         {"task_id": "bb/0", "lease_id": "x", "outcome": "complete", "result": big}]})
     assert r.json()["results"][0]["status"] == 413
     assert client.get("/v1/tasks/bb/0").json() == before
+
+
+def test_queue_policies_and_backlog(client: httpx.Client) -> None:
+    assert client.get("/v1/queues").json() == {"items": []}
+    fresh = client.get("/v1/queues/work").json()
+    assert (fresh["pending"], fresh["leased"], fresh["overrides"]) == (0, 0, [])
+    assert fresh["policy"] == QueuePolicy().as_dict()  # the service's defaults
+
+    r = client.put("/v1/queues/work/policy", json={"max_attempts": 5, "lease_timeout": 90})
+    assert r.status_code == 200
+    assert r.json()["overrides"] == ["lease_timeout", "max_attempts"]
+    assert r.json()["policy"] == {**QueuePolicy().as_dict(), "max_attempts": 5,
+                                  "lease_timeout": 90.0}
+    for fid in ("q1", "q2"):
+        one_task_flow(client, fid)
+    task = lease(client, "work")
+    assert task is not None and task["max_attempts"] == 5
+    deadline = parse_time(task["lease_deadline"]) - datetime.now(timezone.utc)
+    assert timedelta(seconds=80) < deadline < timedelta(seconds=95)
+    info = client.get("/v1/queues/work").json()
+    assert (info["pending"], info["leased"]) == (1, 1) and info["oldest_pending_at"]
+    assert [q["name"] for q in client.get("/v1/queues").json()["items"]] == ["work"]
+
+    for bad in ({"max_attempts": 0}, {"lease_timeout": 0}, {"backoff_factor": 0.5},
+                {"retries": 3}, {"max_attempts": "many"}):
+        assert_problem(client.put("/v1/queues/work/policy", json=bad), 422)
+    assert_problem(client.put("/v1/queues/bad queue!/policy", json={}), 422, "invalid-queue")
+    assert client.get("/v1/queues/work").json()["policy"]["max_attempts"] == 5  # unchanged
+
+    assert client.delete("/v1/queues/work/policy").status_code == 204
+    assert_problem(client.delete("/v1/queues/work/policy"), 404, "policy-not-found")
+    assert client.get("/v1/queues/work").json()["policy"] == QueuePolicy().as_dict()
+    task2 = lease(client, "work")
+    assert task2 is not None and task2["max_attempts"] == 5  # kept from when it was scheduled
+    d2 = parse_time(task2["lease_deadline"]) - datetime.now(timezone.utc)
+    assert d2 < timedelta(seconds=35)  # the default lease again

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.flows import store
+from app.flows.policies import PolicyBook, QueuePolicy
 from app.worker import (LeaseLost, PermanentError, RetryableError, RetryPolicy, TaskClient,
                         TaskFinished, TaskNotFound, Unavailable, Worker, current_task)
 from app.worker.client import parse_retry_after
@@ -43,12 +43,12 @@ def client(server: Any) -> Iterator[httpx.Client]:
         yield c
 
 
-def fast_policy(monkeypatch: pytest.MonkeyPatch, **changes: Any) -> store.QueuePolicy:
+def fast_policy(monkeypatch: pytest.MonkeyPatch, **changes: Any) -> QueuePolicy:
     """Short backoff and leases for the in-process server."""
     settings = {"max_attempts": 3, "backoff_initial": 0.1, "backoff_factor": 2.0,
                 "lease_timeout": 30.0, **changes}
-    policy = store.QueuePolicy(**settings)
-    monkeypatch.setattr(store, "policy_for", lambda queue: policy)
+    policy = QueuePolicy(**settings)
+    monkeypatch.setattr(PolicyBook, "get", lambda self, queue: policy)
     return policy
 
 

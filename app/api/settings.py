@@ -10,6 +10,10 @@
 - ``DWASM_DB_POOL_MIN`` / ``DWASM_DB_POOL_MAX`` (1 / 10): connection pool size.
 - ``DWASM_DB_CONNECT_TIMEOUT`` (30): seconds to keep retrying an unreachable database at start.
 - ``DWASM_LOG_LEVEL`` (``info``): uvicorn's log level (``warning`` hides access lines).
+- ``DWASM_LEASE_TIMEOUT`` (30), ``DWASM_MAX_ATTEMPTS`` (3), ``DWASM_RETRY_BACKOFF`` (1),
+  ``DWASM_RETRY_BACKOFF_MAX`` (300): the default retry policy of every queue (seconds a task
+  lease lasts without a heartbeat, attempts per task, first backoff doubling up to the maximum);
+  ``PUT /v1/queues/{queue}/policy`` overrides them per queue.
 
 Sizes accept a plain number of bytes or a number with a unit: ``k``/``KiB``, ``M``/``MiB``,
 ``G``/``GiB`` (all binary). A malformed value raises :class:`SettingsError` naming the variable.
@@ -58,6 +62,10 @@ class Settings(BaseModel):
     db_pool_max: int = Field(10, ge=1)
     db_connect_timeout: float = Field(30.0, ge=0)
     log_level: str = "info"
+    lease_timeout: float = Field(30.0, gt=0, le=86400)
+    max_attempts: int = Field(3, ge=1, le=1000)
+    retry_backoff: float = Field(1.0, ge=0, le=86400)
+    retry_backoff_max: float = Field(300.0, ge=0, le=86400 * 7)
     #: Apply pending migrations when the app starts (``/readyz`` fails while any is pending).
     migrate_on_start: bool = True
 
@@ -92,7 +100,10 @@ class Settings(BaseModel):
         names = {"database_url": "DWASM_DATABASE_URL", "data_dir": "DWASM_DATA_DIR",
                  "host": "DWASM_HOST", "port": "DWASM_PORT", "log_level": "DWASM_LOG_LEVEL",
                  "db_pool_min": "DWASM_DB_POOL_MIN", "db_pool_max": "DWASM_DB_POOL_MAX",
-                 "db_connect_timeout": "DWASM_DB_CONNECT_TIMEOUT"}
+                 "db_connect_timeout": "DWASM_DB_CONNECT_TIMEOUT",
+                 "lease_timeout": "DWASM_LEASE_TIMEOUT", "max_attempts": "DWASM_MAX_ATTEMPTS",
+                 "retry_backoff": "DWASM_RETRY_BACKOFF",
+                 "retry_backoff_max": "DWASM_RETRY_BACKOFF_MAX"}
         sizes = {"max_payload": "DWASM_MAX_PAYLOAD", "max_module_size": "DWASM_MAX_MODULE_SIZE"}
         for field, var in names.items():
             if env.get(var, "") != "":

@@ -44,6 +44,7 @@ import vm
 from . import store
 from .chunks import ChunkStore
 from .guest import DEFAULT_MAX_PAYLOAD, ChildRequest, TaskRequest, wake_at_ms
+from .policies import PolicyBook
 from .run import Capture, FlowRun, FlowSetupError, Step
 from .tasks import QueueWaiters, reap_expired_leases
 
@@ -95,8 +96,9 @@ class FlowEngine:
 
     def __init__(self, db: Any, *, max_payload: int = DEFAULT_MAX_PAYLOAD, workers: int = 2,
                  warm_flows: int | None = None, checkpoint_interval: float | None = None,
-                 metrics: Any = None) -> None:
+                 metrics: Any = None, policies: PolicyBook | None = None) -> None:
         self.db = db
+        self.policies = policies or PolicyBook()
         self.max_payload = max_payload
         self.chunks = ChunkStore(db)
         self.checkpoint_interval = (CHECKPOINT_INTERVAL if checkpoint_interval is None
@@ -135,6 +137,7 @@ class FlowEngine:
         # GIL back quickly, which keeps API latency low while flows compute.
         if sys.getswitchinterval() > 0.001:
             sys.setswitchinterval(0.001)
+        await self.policies.refresh(self.db)
         async with self.db.transaction() as conn:
             await store.wake_all_ready(conn)
             ids = await store.runnable_flow_ids(conn)
@@ -461,7 +464,7 @@ class FlowEngine:
             chunks=cap.chunks, stdout=cap.stdout, stderr=cap.stderr, exit_code=exit_code,
             error=error, task_seq=run.guest.next_handle,
             tasks=[store.NewTask(flow_id, i.handle, i.queue, i.payload,
-                                 store.policy_for(i.queue).max_attempts)
+                                 self.policies.get(i.queue).max_attempts)
                    for i in cap.items if isinstance(i, TaskRequest)],
             children=[self._child(flow_id, i) for i in cap.items
                       if isinstance(i, ChildRequest)],
@@ -611,6 +614,7 @@ class FlowEngine:
         loop = asyncio.get_running_loop()
         while self._running:
             try:
+                await self.policies.refresh(self.db)
                 await reap_expired_leases(self)
                 if loop.time() - last_sweep >= SWEEP_INTERVAL:
                     last_sweep = loop.time()

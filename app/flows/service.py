@@ -7,36 +7,36 @@ hook, and :func:`build_app`, the complete service (core app + flows).
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
 
-from . import store
 from .engine import FlowEngine
+from .policies import PolicyBook, QueuePolicy
 
 FLOW_TAGS: list[dict[str, str]] = [
     {"name": "flows", "description": "Durable flows: start, inspect, cancel, signal, query."},
     {"name": "tasks", "description": "Work for external workers: lease, heartbeat, complete, "
                                      "fail."},
+    {"name": "queues", "description": "Queues' backlogs and retry policies."},
 ]
 
 
 def flow_routers() -> list[Any]:
-    from ..api.routers import flows, tasks
+    from ..api.routers import flows, queues, tasks
 
-    return [flows.router, tasks.router]
+    return [flows.router, tasks.router, queues.router]
 
 
 def engine_factory(db: Any, settings: Any) -> FlowEngine:
-    """``create_app``'s engine factory: a FlowEngine with the service's payload limit.
-
-    ``DWASM_LEASE_TIMEOUT`` (seconds) overrides the default task lease timeout (30 s)."""
-    lease_timeout = os.environ.get("DWASM_LEASE_TIMEOUT")
-    if lease_timeout:
-        store.set_default_policy(lease_timeout=float(lease_timeout))
-    return FlowEngine(db, max_payload=settings.max_payload)
+    """``create_app``'s engine factory: a FlowEngine with the service's limits and default
+    retry policy."""
+    default = QueuePolicy(max_attempts=settings.max_attempts,
+                          backoff_initial=settings.retry_backoff,
+                          backoff_max=settings.retry_backoff_max,
+                          lease_timeout=settings.lease_timeout)
+    return FlowEngine(db, max_payload=settings.max_payload, policies=PolicyBook(default))
 
 
 @contextlib.asynccontextmanager

@@ -16,7 +16,6 @@ Leasing and the lease reaper lock only task rows, with SKIP LOCKED, so they neve
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import zlib
 from dataclasses import dataclass, field
@@ -26,39 +25,6 @@ from typing import Any, Iterable, Sequence
 TERMINAL = ("completed", "failed", "cancelled")
 ACTIVE = ("running", "waiting")
 TASK_DONE = ("completed", "failed", "cancelled")
-
-
-# --- retry policy ------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class QueuePolicy:
-    """How tasks of a queue are retried; one default for every queue for now."""
-
-    max_attempts: int = 3
-    backoff_initial: float = 1.0  # seconds before the 2nd attempt
-    backoff_factor: float = 2.0
-    backoff_max: float = 300.0
-    lease_timeout: float = 30.0  # seconds a lease lasts without a heartbeat
-
-    def backoff(self, attempt: int) -> float:
-        """Delay before the attempt after ``attempt`` (1-based) becomes leasable."""
-        return min(self.backoff_max, self.backoff_initial * self.backoff_factor ** max(0,
-                                                                                  attempt - 1))
-
-
-DEFAULT_POLICY = QueuePolicy()
-
-
-def policy_for(queue: str) -> QueuePolicy:
-    """The retry policy of ``queue`` (per-queue overrides hook in here)."""
-    return DEFAULT_POLICY
-
-
-def set_default_policy(**changes: Any) -> QueuePolicy:
-    """Change the default policy of every queue (service configuration)."""
-    global DEFAULT_POLICY
-    DEFAULT_POLICY = dataclasses.replace(DEFAULT_POLICY, **changes)
-    return DEFAULT_POLICY
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -273,7 +239,7 @@ class NewTask:
     seq: int
     queue: str
     payload: bytes
-    max_attempts: int = DEFAULT_POLICY.max_attempts
+    max_attempts: int = 3
 
     @property
     def id(self) -> str:

@@ -33,7 +33,7 @@ MAX_ERROR_BYTES = 64 << 10
 REPORT_CONCURRENCY = 4  # reports of one batch in flight at once (each holds a connection)
 
 
-def _check_queue(queue: str) -> None:
+def check_queue(queue: str) -> None:
     if not valid_name(queue):
         raise FlowError(422, "invalid-queue", "a queue name is 1 to 200 characters of "
                         "[A-Za-z0-9._-]", queue=queue)
@@ -94,9 +94,9 @@ async def lease_many(engine: Any, queue: str, wait: float,
     """Lease up to ``max_tasks`` ready tasks of ``queue``, waiting up to ``wait`` seconds for
     the first; an empty list if none came. One query however many are leased, which is what
     lets a busy worker take a queue's backlog at a fraction of the cost per task."""
-    _check_queue(queue)
+    check_queue(queue)
     max_tasks = max(1, min(max_tasks, MAX_BATCH))
-    policy = store.policy_for(queue)
+    policy = engine.policies.get(queue)
     deadline = time.monotonic() + min(max(wait, 0.0), MAX_LEASE_WAIT)
     waiters: QueueWaiters = engine.waiters
     pool = engine.db.pool
@@ -131,7 +131,7 @@ async def heartbeat(engine: Any, task_id: str, lease_id: str,
         task = await store.get_task(conn, task_id, lock=True)
         if task is None:
             raise task_not_found(task_id)
-        policy = store.policy_for(task["queue"])
+        policy = engine.policies.get(task["queue"])
         seconds = policy.lease_timeout if extend is None else min(extend, 10 * policy.lease_timeout)
         until = await store.extend_lease(conn, task_id, lease_id, seconds)
         if until is None:
@@ -185,7 +185,7 @@ async def _report(engine: Any, task_id: str, lease_id: str, kind: str, *,
             return _public(task)
         if task["status"] not in ("leased", "pending") or task["lease_id"] != lease_id:
             raise _conflict(task, lease_id, kind)
-        policy = store.policy_for(task["queue"])
+        policy = engine.policies.get(task["queue"])
         if kind == "complete":
             updated, woken = await store.finish_task(
                 conn, task_id, "completed", result, None,
@@ -278,7 +278,7 @@ async def reap_expired_leases(engine: Any, limit: int = 100) -> int:
             task = await store.lock_expired_lease(conn, item["id"])
             if task is None:  # reported or extended meanwhile
                 continue
-            policy = store.policy_for(task["queue"])
+            policy = engine.policies.get(task["queue"])
             if task["attempt"] < task["max_attempts"]:
                 delay = policy.backoff(task["attempt"])
                 await store.retry_task(conn, task["id"], "lease expired", delay,
