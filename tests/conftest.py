@@ -5,7 +5,7 @@ from __future__ import annotations
 import spec_suite
 
 # Fixtures for the service's tests: PostgreSQL, fresh databases, live servers (dbfixtures.py).
-pytest_plugins = ["dbfixtures"]
+pytest_plugins = ["dbfixtures", "etcdfixtures"]
 
 
 def pytest_report_header(config: object) -> list[str]:
