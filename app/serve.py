@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import time
 import sys
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .api.settings import Settings, SettingsError
 
@@ -173,7 +174,8 @@ async def _serve(settings: Settings, url: str, stop: _StopSignals) -> None:
     db = await _connect_and_migrate(settings, url, stop)
     try:
         sock = _bind(settings.host, settings.port)
-        config = uvicorn.Config(build_app(settings, db), log_level=settings.log_level,
+        app = build_app(settings, db)
+        config = uvicorn.Config(app, log_level=settings.log_level,
                                 lifespan="on", timeout_graceful_shutdown=10)
         server = uvicorn.Server(config)
 
@@ -184,6 +186,7 @@ async def _serve(settings: Settings, url: str, stop: _StopSignals) -> None:
                 say(f"listening on {_url(sock)}")
             while not server.should_exit:
                 if stop.received is not None:
+                    await _drain(app, settings.shutdown_grace)
                     server.should_exit = True
                 await asyncio.sleep(0.05)
 
@@ -198,6 +201,24 @@ async def _serve(settings: Settings, url: str, stop: _StopSignals) -> None:
         say("server stopped")
     finally:
         await db.close()
+
+
+async def _drain(app: Any, grace: float) -> None:
+    """SIGTERM: turn unready and hand this node's shards over (their flows stop at a safe
+    point and checkpoint; their new owners resume them) while requests are still served; then
+    the server finishes what is in flight and stops."""
+    topology = getattr(app.state, "topology", None)
+    if topology is None or grace <= 0:
+        return
+    say(f"draining: handing shards over (up to {grace:g} s) ...")
+    began = time.monotonic()
+    try:
+        complete = await topology.drain(grace)
+    except Exception as exc:  # stopping anyway: the shards move when this node's lease ends
+        say(f"drain failed: {exc}")
+        return
+    say(f"drained in {time.monotonic() - began:.1f} s"
+        + ("" if complete else " (not every shard was taken over in time)"))
 
 
 def serve(host: str | None = None, port: int | None = None) -> int:

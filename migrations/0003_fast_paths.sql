@@ -4,6 +4,27 @@
 -- statement takes a fresh snapshot (READ COMMITTED), so a check that follows a row lock sees
 -- whatever committed before the lock was granted: the locking discipline of app/flows/store.py
 -- (lock the flow row first, then look at its tasks and signals) holds as in the Python version.
+--
+-- Fencing (docs/cluster.md): both take the writer's shard and epoch and first read the shard's
+-- row of shard_epochs FOR SHARE, which conflicts with a new owner's claim; if the epoch moved,
+-- they raise SQLSTATE DW001 and write nothing. A NULL epoch skips the check (tools and tests
+-- that run an engine without a topology).
+
+CREATE FUNCTION dwasm_check_epoch(p_shard integer, p_epoch bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_current bigint;
+BEGIN
+    IF p_epoch IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT se.epoch INTO v_current FROM shard_epochs se WHERE se.shard = p_shard FOR SHARE;
+    IF v_current IS DISTINCT FROM p_epoch THEN
+        RAISE EXCEPTION 'shard %: epoch % is fenced (now %)', p_shard, p_epoch,
+              coalesce(v_current::text, 'unclaimed') USING ERRCODE = 'DW001';
+    END IF;
+END
+$$;
 
 -- Commit a flow's checkpoint. Returns (new checkpoint_seq, status written), or no row when the
 -- flow moved on meanwhile (another checkpoint, a cancel): then nothing is written.
@@ -20,7 +41,8 @@ CREATE FUNCTION dwasm_checkpoint(
     p_event_types text[], p_event_data text[],
     p_new_chunks integer, p_chunk_bytes bigint,
     p_child_ids text[], p_child_modules text[], p_child_requests text[],
-    p_child_hashes text[], p_child_handles integer[], p_child_shards integer[])
+    p_child_hashes text[], p_child_handles integer[], p_child_shards integer[],
+    p_shard integer, p_epoch bigint)
 RETURNS TABLE (new_seq bigint, status text)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -31,6 +53,7 @@ DECLARE
     handles integer[];
     ready boolean := false;
 BEGIN
+    PERFORM dwasm_check_epoch(p_shard, p_epoch);
     SELECT f.status, f.checkpoint_seq INTO cur FROM flows f WHERE f.id = p_flow_id FOR UPDATE;
     IF NOT FOUND OR cur.status NOT IN ('running', 'waiting')
             OR cur.checkpoint_seq <> p_expected_seq THEN
@@ -88,6 +111,8 @@ BEGIN
           FROM unnest(p_child_ids, p_child_modules, p_child_requests, p_child_hashes,
                       p_child_handles, p_child_shards) AS x(i, m, r, h, ph, sh)
         ON CONFLICT (id) DO NOTHING;
+        -- Children in shards of other nodes: their owners run them when told (app/flows/engine).
+        PERFORM pg_notify('dwasm_wake', i) FROM unnest(p_child_ids) AS i;
     END IF;
     IF cardinality(p_delivered_tasks) > 0 THEN
         UPDATE tasks SET delivered = true WHERE id = ANY (p_delivered_tasks);
@@ -124,7 +149,7 @@ $$;
 -- The task's columns come back in every case but 'missing', for the answer or the problem.
 CREATE FUNCTION dwasm_finish_task(
     p_task_id text, p_lease_id text, p_status text, p_result bytea, p_error text,
-    p_event_type text, p_event_data text)
+    p_event_type text, p_event_data text, p_shard integer, p_epoch bigint)
 RETURNS TABLE (outcome text, woken boolean, id text, flow_id text, seq integer, queue text,
                status text, attempt integer, max_attempts integer, visible_at timestamptz,
                lease_id text, lease_until timestamptz, error text, delivered boolean,
@@ -134,6 +159,7 @@ DECLARE
     fid text;
     t tasks%ROWTYPE;
 BEGIN
+    PERFORM dwasm_check_epoch(p_shard, p_epoch);
     SELECT tk.flow_id INTO fid FROM tasks tk WHERE tk.id = p_task_id;
     IF NOT FOUND THEN
         outcome := 'missing';

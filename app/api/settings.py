@@ -10,6 +10,10 @@
 - ``DWASM_DB_POOL_MIN`` / ``DWASM_DB_POOL_MAX`` (1 / 10): connection pool size.
 - ``DWASM_DB_CONNECT_TIMEOUT`` (30): seconds to keep retrying an unreachable database at start.
 - ``DWASM_LOG_LEVEL`` (``info``): uvicorn's log level (``warning`` hides access lines).
+- ``DWASM_ADVERTISE_URL`` (``http://<host>:<port>``): how other nodes reach this one; cluster
+  mode (``DWASM_ETCD`` and the rest, ``topology.config``) needs it when binding 0.0.0.0.
+- ``DWASM_SHUTDOWN_GRACE`` (30): seconds a SIGTERM spends handing this node's shards to others
+  (flows checkpoint and move) before the server stops.
 - ``DWASM_LEASE_TIMEOUT`` (30), ``DWASM_MAX_ATTEMPTS`` (3), ``DWASM_RETRY_BACKOFF`` (1),
   ``DWASM_RETRY_BACKOFF_MAX`` (300): the default retry policy of every queue (seconds a task
   lease lasts without a heartbeat, attempts per task, first backoff doubling up to the maximum);
@@ -62,6 +66,10 @@ class Settings(BaseModel):
     db_pool_max: int = Field(10, ge=1)
     db_connect_timeout: float = Field(30.0, ge=0)
     log_level: str = "info"
+    #: How peers (and the shard map) reach this node; default http://<host>:<port>.
+    advertise_url: str | None = None
+    #: SIGTERM: seconds to hand this node's shards over before it stops serving.
+    shutdown_grace: float = Field(30.0, ge=0, le=3600)
     lease_timeout: float = Field(30.0, gt=0, le=86400)
     max_attempts: int = Field(3, ge=1, le=1000)
     retry_backoff: float = Field(1.0, ge=0, le=86400)
@@ -101,6 +109,8 @@ class Settings(BaseModel):
                  "host": "DWASM_HOST", "port": "DWASM_PORT", "log_level": "DWASM_LOG_LEVEL",
                  "db_pool_min": "DWASM_DB_POOL_MIN", "db_pool_max": "DWASM_DB_POOL_MAX",
                  "db_connect_timeout": "DWASM_DB_CONNECT_TIMEOUT",
+                 "advertise_url": "DWASM_ADVERTISE_URL",
+                 "shutdown_grace": "DWASM_SHUTDOWN_GRACE",
                  "lease_timeout": "DWASM_LEASE_TIMEOUT", "max_attempts": "DWASM_MAX_ATTEMPTS",
                  "retry_backoff": "DWASM_RETRY_BACKOFF",
                  "retry_backoff_max": "DWASM_RETRY_BACKOFF_MAX"}

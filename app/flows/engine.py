@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import hashlib
 import json
 import logging
@@ -40,9 +41,11 @@ from typing import Any, Callable
 import asyncpg
 
 import vm
+from topology.fencing import FencedError, check_epoch
 
 from . import store
 from .chunks import ChunkStore
+from .errors import FlowError
 from .guest import DEFAULT_MAX_PAYLOAD, ChildRequest, TaskRequest, wake_at_ms
 from .policies import PolicyBook
 from .run import Capture, FlowRun, FlowSetupError, Step
@@ -121,6 +124,15 @@ class FlowEngine:
         self._slots: asyncio.Semaphore | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._running = False
+        # Shards: without a topology (tools, tests) the engine runs every flow and writes
+        # unfenced; with one (attach_topology) it runs the flows of the shards it was given,
+        # each written with the shard's epoch (docs/cluster.md).
+        self.topology: Any = None
+        self._owned: dict[int, int] = {}
+        self._releasing: set[int] = set()
+        self._resume_shards: set[int] = set()
+        self._resume_task: asyncio.Task[None] | None = None
+        self._listener: Any = None
         self.stats: collections.Counter[str] = collections.Counter()
         self.metrics = metrics
         self._setup_metrics()
@@ -138,13 +150,16 @@ class FlowEngine:
         if sys.getswitchinterval() > 0.001:
             sys.setswitchinterval(0.001)
         await self.policies.refresh(self.db)
-        async with self.db.transaction() as conn:
-            await store.wake_all_ready(conn)
-            ids = await store.runnable_flow_ids(conn)
-        for flow_id in ids:
-            self.wake(flow_id)
+        ids: list[str] = []
+        if self.topology is None:  # every flow is ours; with a topology, shard_acquired says
+            async with self.db.transaction() as conn:
+                await store.wake_all_ready(conn)
+                ids = await store.runnable_flow_ids(conn)
+            for flow_id in ids:
+                self.wake(flow_id)
         self._loops = [asyncio.create_task(self._timer_loop(), name="dwasm-timers"),
-                       asyncio.create_task(self._reaper_loop(), name="dwasm-reaper")]
+                       asyncio.create_task(self._reaper_loop(), name="dwasm-reaper"),
+                       asyncio.create_task(self._listen_loop(), name="dwasm-wake-listener")]
         log.info("flow engine started; resumed %d flows", len(ids))
 
     async def stop(self, timeout: float = 10.0) -> None:
@@ -168,12 +183,167 @@ class FlowEngine:
         """For /readyz: None when the engine runs."""
         return None if self._running else "flow engine not running"
 
+    # --- shards (topology.node.ShardEvents) ---------------------------------------------------
+
+    def attach_topology(self, topology: Any) -> None:
+        """Run only the flows of the shards ``topology`` gives this node, fenced by epoch."""
+        self.topology = topology
+
+    def shards(self) -> store.Shards:
+        """The flows this engine runs, as a condition for the store's queries."""
+        if self.topology is None:
+            return store.ALL_SHARDS
+        return store.Shards(self.topology.config.shards,
+                            [s for s in self._owned if s not in self._releasing])
+
+    def fence_of(self, flow_id: str) -> tuple[int, int] | None | bool:
+        """(shard, epoch) to write ``flow_id`` with; None without a topology (unfenced);
+        False if this node does not own the flow's shard now."""
+        if self.topology is None:
+            return None
+        shard = self.topology.shard_of(flow_id)
+        epoch = self._owned.get(shard)
+        if epoch is None:
+            return False
+        return shard, epoch
+
+    def owns(self, flow_id: str) -> bool:
+        return self.fence_of(flow_id) is not False
+
+    def new_flow_id(self) -> str:
+        """A fresh flow id, in a shard this node owns when it owns any (a start without a
+        client id then runs where it was asked, without a hop)."""
+        fid = new_flow_id()
+        for _ in range(64):
+            if self.owns(fid):
+                break
+            fid = new_flow_id()
+        return fid
+
+    async def check_fence(self, conn: Any, flow_id: str) -> None:
+        """First thing in a transaction that changes ``flow_id``: refuse (503, nothing
+        written) unless this node owns its shard at the epoch the database holds."""
+        fence = self.fence_of(flow_id)
+        if fence is None:
+            return
+        if fence is not False:
+            try:
+                await check_epoch(conn, *fence)
+                return
+            except FencedError as exc:
+                asyncio.get_running_loop().create_task(self.fenced(exc.shard, exc.epoch))
+        raise FlowError(503, "shard-moving", f"this node does not own flow {flow_id!r} now "
+                        "(its shard is moving between nodes); retry shortly",
+                        headers={"Retry-After": "1"}, flow_id=flow_id)
+
+    async def fenced(self, shard: int, epoch: int) -> None:
+        """A write with (shard, epoch) was refused: another node owns the shard now."""
+        self.stats["fenced"] += 1
+        if self._owned.get(shard) == epoch:
+            await self.shard_lost(shard)
+        if self.topology is not None:
+            await self.topology.report_fenced(shard, epoch)
+
+    async def shard_acquired(self, shard: int, epoch: int) -> None:
+        self._owned[shard] = epoch
+        self._releasing.discard(shard)
+        self._resume_shards.add(shard)
+        if self._resume_task is None or self._resume_task.done():
+            self._resume_task = asyncio.create_task(self._resume(), name="dwasm-resume")
+
+    async def _resume(self) -> None:
+        """Run the runnable and ready flows of newly acquired shards (batched: a node that
+        starts acquires all its shards at once)."""
+        await asyncio.sleep(0)
+        while self._resume_shards and self._running:
+            shards = sorted(self._resume_shards)
+            self._resume_shards.clear()
+            assert self.topology is not None
+            which = store.Shards(self.topology.config.shards, shards)
+            try:
+                async with self.db.transaction() as conn:
+                    await store.wake_all_ready(conn, which)
+                    ids = await store.runnable_flow_ids(conn, which)
+            except Exception:
+                log.exception("resuming the flows of %d shard(s)", len(shards))
+                self._resume_shards.update(shards)
+                await asyncio.sleep(1.0)
+                continue
+            for flow_id in ids:
+                self.wake(flow_id)
+            if self._timer_kick is not None:
+                self._timer_kick.set()
+            log.info("shards %s: resumed %d flows", _ranges(shards), len(ids))
+
+    async def shard_releasing(self, shard: int, epoch: int) -> None:
+        """Stop the shard's flows at a safe point (a running one commits a checkpoint first)
+        and return when none runs any more."""
+        self._releasing.add(shard)
+        self._drop_warm(lambda fid: self.topology.shard_of(fid) == shard)
+        while self._running and any(self.topology.shard_of(f) == shard for f in self._active):
+            await asyncio.sleep(0.02)
+        if self._owned.get(shard) == epoch:
+            del self._owned[shard]
+        self._releasing.discard(shard)
+
+    async def shard_lost(self, shard: int) -> None:
+        """Stop the shard's flows now, without writing."""
+        self._owned.pop(shard, None)
+        self._releasing.discard(shard)
+        for flow_id in list(self._active):
+            if self.topology.shard_of(flow_id) == shard:
+                self._dropped.add(flow_id)
+        self._drop_warm(lambda fid: self.topology.shard_of(fid) == shard)
+
+    def _drop_warm(self, which: Callable[[str], bool]) -> None:
+        for flow_id in [f for f in self._warm if which(f)]:
+            run = self._warm.pop(flow_id)
+            self._warm_bytes -= run.memory_size()
+            run.close()
+            self._arrivals.pop(flow_id, None)
+
+    async def notify_wake(self, flow_id: str) -> None:
+        """Wake ``flow_id`` wherever it runs: here, or through PostgreSQL on its owner."""
+        if self.owns(flow_id):
+            self.wake(flow_id)
+            return
+        try:
+            await self.db.pool.execute("SELECT pg_notify('dwasm_wake', $1)", flow_id)
+        except Exception as exc:  # its owner's sweep finds it anyway
+            log.warning("cannot notify the owner of %s: %s", flow_id, exc)
+
+    async def _listen_loop(self) -> None:
+        """Wake-ups from other nodes (pg_notify 'dwasm_wake', flow id): children created by a
+        parent elsewhere, parents whose child finished elsewhere. Reconnects after errors; the
+        sweep covers anything missed meanwhile."""
+        while self._running:
+            conn = None
+            try:
+                conn = await asyncpg.connect(self.db.url)
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda c: lost.set())
+                await conn.add_listener("dwasm_wake", self._on_notify)
+                await lost.wait()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("wake-up listener: %s; reconnecting", exc)
+            finally:
+                if conn is not None and not conn.is_closed():
+                    with contextlib.suppress(Exception):
+                        await conn.close(timeout=2)
+            await asyncio.sleep(1.0)
+
+    def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        if self.owns(payload):
+            self.wake(payload)
+
     # --- scheduling ---------------------------------------------------------------------------
 
     def wake(self, flow_id: str) -> None:
         """Run ``flow_id`` if its row says ``running`` (or soon will: a wake while the flow is
         in memory makes it look again when it stops)."""
-        if not self._running:
+        if not self._running or not self.owns(flow_id):
             return
         if flow_id in self._active:
             self._again.add(flow_id)
@@ -260,7 +430,13 @@ class FlowEngine:
             self._modules.popitem(last=False)
         return module
 
+    def _releasing_flow(self, flow_id: str) -> bool:
+        return bool(self._releasing) and self.topology is not None and \
+            self.topology.shard_of(flow_id) in self._releasing
+
     async def _activate(self, flow_id: str) -> None:
+        if not self.owns(flow_id) or self._releasing_flow(flow_id):
+            return
         # A cached run is used as it is: if the row moved on (only a cancel can do that, and
         # it drops the cached run), its commit finds out and nothing is written.
         run = self._warm.pop(flow_id, None)
@@ -343,6 +519,11 @@ class FlowEngine:
                 step, cap = Step("trap", error=f"internal error: {type(exc).__name__}: "
                                                f"{exc}"), None
             if step.kind == "slice":
+                if self._releasing_flow(flow_id):  # hand over: checkpoint now, then stop
+                    if cap is None:
+                        run.take_outbox()
+                    await self._commit(run, "running", cap=cap)
+                    return False
                 if cap is not None and await self._commit(run, "running", cap=cap) is None:
                     return False
                 continue
@@ -482,11 +663,20 @@ class FlowEngine:
             else:  # the database decides: it may hold an arrival this run has not seen
                 cp.waiting = reason
                 cp.wake_at = _utc_from_ms(wake_ms)
+        fence = self.fence_of(flow_id)
+        if fence is False:  # the shard went away meanwhile: the new owner takes over
+            return None
         try:
-            written = await store.commit_checkpoint(self.db.pool, cp, run.consumed_signals)
+            written = await store.commit_checkpoint(self.db.pool, cp, run.consumed_signals,
+                                                    fence)
             if written is None:
                 return None
             new_seq, cp.status = written
+        except FencedError as exc:
+            log.warning("flow %s: checkpoint fenced (%s); the shard's new owner continues",
+                        flow_id, exc)
+            await self.fenced(exc.shard, exc.epoch)
+            return None
         except _RETRYABLE as exc:
             log.warning("flow %s: checkpoint not committed (%s); it continues from the last "
                         "one", flow_id, exc)
@@ -535,7 +725,7 @@ class FlowEngine:
         for queue, n in collections.Counter(t.queue for t in cp.tasks).items():
             self.notify_queue(queue, n)
         for child in cp.children:
-            self.wake(child.id)
+            self.wake(child.id)  # if it is ours; the others' owners heard pg_notify
         if cp.wake_at is not None and self._timer_kick is not None:
             self._timer_kick.set()
         if cp.status in ("completed", "failed"):
@@ -552,13 +742,17 @@ class FlowEngine:
                 await store.lock_flow(conn, parent_id)
                 woken = await store.wake_if_ready(conn, parent_id)
             if woken:
-                self.wake(parent_id)
+                await self.notify_wake(parent_id)
         except Exception:
             log.exception("waking the parent of %s", child_id)
 
     async def _commit_failure(self, run: FlowRun, error: str) -> str | None:
         """Fail the flow without a new snapshot (it cannot be captured)."""
         async with self.db.transaction() as conn:
+            try:
+                await self.check_fence(conn, run.flow_id)
+            except FlowError:
+                return None
             row = await store.lock_flow(conn, run.flow_id)
             if row is None or row["status"] not in store.ACTIVE or \
                     row["checkpoint_seq"] != run.seq:
@@ -574,6 +768,10 @@ class FlowEngine:
     async def _fail_unloadable(self, row: dict[str, Any], error: str) -> None:
         log.warning("flow %s cannot be loaded: %s", row["id"], error)
         async with self.db.transaction() as conn:
+            try:
+                await self.check_fence(conn, row["id"])
+            except FlowError:
+                return
             locked = await store.lock_flow(conn, row["id"])
             if locked is None or locked["status"] != "running" or \
                     locked["checkpoint_seq"] != row["checkpoint_seq"]:
@@ -591,10 +789,10 @@ class FlowEngine:
             try:
                 self._timer_kick.clear()
                 async with self.db.transaction() as conn:
-                    due = await store.wake_due_timers(conn)
+                    due = await store.wake_due_timers(conn, self.shards())
                 for flow_id in due:
                     self.wake(flow_id)
-                nxt = await store.next_wake_at(self.db.pool)
+                nxt = await store.next_wake_at(self.db.pool, self.shards())
                 delay = TIMER_MAX_SLEEP
                 if nxt is not None:
                     delay = min(delay, max(0.0, (nxt - datetime.now(timezone.utc))
@@ -631,8 +829,8 @@ class FlowEngine:
         error) and waiting ones whose condition is met (a wake-up lost the same way). On one
         node every such flow is this process's to run."""
         async with self.db.transaction() as conn:
-            await store.wake_all_ready(conn)
-            ids = await store.runnable_flow_ids(conn)
+            await store.wake_all_ready(conn, self.shards())
+            ids = await store.runnable_flow_ids(conn, self.shards())
         for flow_id in ids:
             if flow_id not in self._active:
                 self.wake(flow_id)
@@ -663,6 +861,17 @@ class FlowEngine:
         self._m_checkpoints.inc()
         self._m_checkpoint_bytes.observe(sum(len(c) for c in cap.chunks.values()))
         self._m_checkpoint_seconds.observe(cap.seconds)
+
+
+def _ranges(numbers: list[int]) -> str:
+    """``[0, 1, 2, 5]`` → ``"0-2,5"`` (for logs)."""
+    out: list[str] = []
+    for n in numbers:
+        if out and out[-1].split("-")[-1] == str(n - 1):
+            out[-1] = f"{out[-1].split('-')[0]}-{n}"
+        else:
+            out.append(str(n))
+    return ",".join(out)
 
 
 def child_outcome(child: dict[str, Any]) -> tuple[str, bytes]:

@@ -15,8 +15,9 @@ class FlowError(ProblemError):
     """A refused flow/task/signal operation: ``status`` 404, 409, 422, ...; ``slug`` names
     the kind of problem (``flow-not-found``, ``task-finished``, ...)."""
 
-    def __init__(self, status: int, slug: str, detail: str, **extensions: Any) -> None:
-        super().__init__(status, slug, detail, **extensions)
+    def __init__(self, status: int, slug: str, detail: str, *,
+                 headers: dict[str, str] | None = None, **extensions: Any) -> None:
+        super().__init__(status, slug, detail, headers=headers, **extensions)
 
 
 def flow_not_found(flow_id: str) -> FlowError:

@@ -19,7 +19,7 @@ from vm import structure as S
 from vm.errors import TrapError
 
 from . import store
-from .engine import FlowEngine, new_flow_id, request_hash
+from .engine import FlowEngine, request_hash
 from .errors import FlowError, flow_not_found
 from .guest import GuestApi, is_guest_wait, valid_name
 from .run import Sink, check_flow_exports, check_flow_imports
@@ -67,8 +67,9 @@ async def start_flow(engine: FlowEngine, *, module_id: str, args: list[str],
     request = {"module": module_id, "args": list(args), "env": dict(env),
                "stdin": base64.b64encode(stdin).decode("ascii")}
     digest = request_hash(request)
-    fid = flow_id or new_flow_id()
+    fid = flow_id or engine.new_flow_id()
     async with engine.db.transaction() as conn:
+        await engine.check_fence(conn, fid)
         created = await store.insert_flow(conn, store.NewFlow(
             id=fid, module_id=module_id, request=request, request_hash=digest))
         if created:
@@ -95,6 +96,7 @@ async def cancel_flow(engine: FlowEngine, flow_id: str) -> dict[str, Any]:
     """Cancel an active flow, its open tasks and its children. Cancelling a cancelled flow
     changes nothing; a finished one is 409."""
     async with engine.db.transaction() as conn:
+        await engine.check_fence(conn, flow_id)
         row = await store.lock_flow(conn, flow_id)
         if row is None:
             raise flow_not_found(flow_id)
@@ -120,6 +122,7 @@ async def send_signal(engine: FlowEngine, flow_id: str, name: str,
         raise FlowError(413, "payload-too-large", f"the signal payload exceeds the limit of "
                         f"{engine.max_payload} bytes", limit=engine.max_payload)
     async with engine.db.transaction() as conn:
+        await engine.check_fence(conn, flow_id)
         row = await store.lock_flow(conn, flow_id)
         if row is None:
             raise flow_not_found(flow_id)

@@ -12,6 +12,10 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from topology.config import ClusterConfig, ClusterConfigError
+from topology.node import create_topology
+
+from ..api.settings import SettingsError
 from .engine import FlowEngine
 from .policies import PolicyBook, QueuePolicy
 
@@ -31,23 +35,46 @@ def flow_routers() -> list[Any]:
 
 def engine_factory(db: Any, settings: Any) -> FlowEngine:
     """``create_app``'s engine factory: a FlowEngine with the service's limits and default
-    retry policy."""
+    retry policy, attached to this node's topology (``Cluster`` with ``DWASM_ETCD``, else
+    ``SingleNode``; started by :func:`flows_lifespan` once the engine runs)."""
     default = QueuePolicy(max_attempts=settings.max_attempts,
                           backoff_initial=settings.retry_backoff,
                           backoff_max=settings.retry_backoff_max,
                           lease_timeout=settings.lease_timeout)
-    return FlowEngine(db, max_payload=settings.max_payload, policies=PolicyBook(default))
+    engine = FlowEngine(db, max_payload=settings.max_payload, policies=PolicyBook(default))
+    url = settings.advertise_url or f"http://{settings.host}:{settings.port}"
+    try:
+        config = ClusterConfig.from_env(port=settings.port, advertise_url=url)
+    except ClusterConfigError as exc:
+        raise SettingsError(f"bad cluster configuration: {exc}") from None
+    engine.attach_topology(create_topology(config, db.pool, engine, url=url))
+    return engine
 
 
 @contextlib.asynccontextmanager
 async def flows_lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Registers the engine's readiness check and metrics with the app."""
     engine = getattr(app.state, "engine", None)
+    topology = None
     if isinstance(engine, FlowEngine):
         app.state.ready_checks["engine"] = engine.ready_check
         engine.metrics = app.state.metrics
         engine._setup_metrics()
-    yield
+        topology = engine.topology
+    if topology is not None:
+        await topology.start()
+        app.state.topology = topology
+
+        async def topology_ready() -> str | None:
+            return None if topology.ready else "not serving: draining or not in the cluster"
+
+        app.state.ready_checks["topology"] = topology_ready
+    try:
+        yield
+    finally:
+        if topology is not None:
+            app.state.topology = None
+            await topology.stop()
 
 
 def build_app(settings: Any, db: Any = None) -> FastAPI:

@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import base64
 import json
-import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterable, Sequence
+
+import asyncpg
+
+from topology.fencing import FencedError
+from topology.shards import flow_hash
 
 TERMINAL = ("completed", "failed", "cancelled")
 ACTIVE = ("running", "waiting")
@@ -64,8 +68,28 @@ FLOW_COLUMNS = SUMMARY_COLUMNS + ", request::text AS request, request_hash"
 
 
 def shard_of(flow_id: str) -> int:
-    """A stable hash of a flow id (``flows.shard``), for spreading flows over nodes."""
-    return zlib.crc32(flow_id.encode("utf-8", "surrogatepass")) & 0x7FFFFFFF
+    """A stable hash of a flow id (``flows.shard``); its shard in a cluster of N shards is
+    ``flows.shard % N`` (``topology.shards``)."""
+    return flow_hash(flow_id)
+
+
+class Shards:
+    """Which flows a node runs: ``flows.shard % count = ANY(owned)``; ``owned`` None: all."""
+
+    def __init__(self, count: int = 1, owned: Sequence[int] | None = None) -> None:
+        self.count = count
+        self.owned = None if owned is None else sorted(owned)
+
+    def sql(self, column: str, first_param: int) -> tuple[str, list[Any]]:
+        """A condition on ``column`` (a flows.shard) and its parameters, numbered from
+        ``first_param``."""
+        if self.owned is None:
+            return "true", []
+        return (f"({column} % ${first_param} = ANY(${first_param + 1}::int[]))",
+                [self.count, self.owned])
+
+
+ALL_SHARDS = Shards()
 
 
 def _flow(row: Any) -> dict[str, Any] | None:
@@ -154,9 +178,10 @@ async def list_flows(conn: Any, *, status: str | None, module_id: str | None,
     return [_flow(r) for r in await conn.fetch(sql, *args)]
 
 
-async def runnable_flow_ids(conn: Any) -> list[str]:
+async def runnable_flow_ids(conn: Any, shards: Shards = ALL_SHARDS) -> list[str]:
+    cond, args = shards.sql("shard", 1)
     return [r["id"] for r in await conn.fetch(
-        "SELECT id FROM flows WHERE status = 'running' ORDER BY updated_at")]
+        f"SELECT id FROM flows WHERE status = 'running' AND {cond} ORDER BY updated_at", *args)]
 
 
 # A waiting flow is ready when what it waits for has happened: its timer (or wait deadline) is
@@ -209,28 +234,32 @@ async def wake_if_ready(conn: Any, flow_id: str) -> bool:
     return row is not None
 
 
-async def wake_all_ready(conn: Any) -> list[str]:
+async def wake_all_ready(conn: Any, shards: Shards = ALL_SHARDS) -> list[str]:
     """Start-up and timers: every waiting flow whose condition is met becomes runnable."""
+    cond, args = shards.sql("f.shard", 1)
     rows = await conn.fetch(
         f"""UPDATE flows f SET status = 'running', updated_at = now()
-            WHERE f.id IN (SELECT f.id FROM flows f WHERE f.status = 'waiting' AND {_READY}
-                           FOR UPDATE SKIP LOCKED)
-            RETURNING id""")
+            WHERE f.id IN (SELECT f.id FROM flows f WHERE f.status = 'waiting' AND {cond}
+                           AND {_READY} FOR UPDATE SKIP LOCKED)
+            RETURNING id""", *args)
     return [r["id"] for r in rows]
 
 
-async def wake_due_timers(conn: Any) -> list[str]:
+async def wake_due_timers(conn: Any, shards: Shards = ALL_SHARDS) -> list[str]:
+    cond, args = shards.sql("shard", 1)
     rows = await conn.fetch(
-        """UPDATE flows SET status = 'running', updated_at = now()
-           WHERE id IN (SELECT id FROM flows WHERE status = 'waiting' AND wake_at <= now()
-                        FOR UPDATE SKIP LOCKED)
-           RETURNING id""")
+        f"""UPDATE flows SET status = 'running', updated_at = now()
+            WHERE id IN (SELECT id FROM flows WHERE status = 'waiting' AND wake_at <= now()
+                         AND {cond} FOR UPDATE SKIP LOCKED)
+            RETURNING id""", *args)
     return [r["id"] for r in rows]
 
 
-async def next_wake_at(conn: Any) -> datetime | None:
+async def next_wake_at(conn: Any, shards: Shards = ALL_SHARDS) -> datetime | None:
+    cond, args = shards.sql("shard", 1)
     return await conn.fetchval(
-        "SELECT min(wake_at) FROM flows WHERE status = 'waiting' AND wake_at IS NOT NULL")
+        f"SELECT min(wake_at) FROM flows WHERE status = 'waiting' AND wake_at IS NOT NULL "
+        f"AND {cond}", *args)
 
 
 @dataclass
@@ -328,20 +357,23 @@ async def save_checkpoint(conn: Any, cp: Checkpoint) -> int | None:
     return new_seq
 
 
-async def commit_checkpoint(conn: Any, cp: Checkpoint, skip_signals: Sequence[int] = ()
-                            ) -> tuple[int, str] | None:
+async def commit_checkpoint(conn: Any, cp: Checkpoint, skip_signals: Sequence[int] = (),
+                            fence: tuple[int, int] | None = None) -> tuple[int, str] | None:
     """Commit ``cp`` in one round trip (``dwasm_checkpoint``, migrations/0003_fast_paths.sql):
     lock the flow, check it is still at ``cp.expected_seq``, decide whether a ``waiting``
     checkpoint must stay ``running`` (what it waits for is in the database already; signals in
     ``skip_signals`` were handed over and do not count), write everything, add the
     ``checkpoint`` event. Returns (new checkpoint_seq, status written), or None if the flow
-    moved on (nothing written). Runs as its own transaction: pass the pool."""
+    moved on (nothing written). ``fence``: (shard, epoch) this writer holds; a moved epoch
+    raises :class:`~topology.fencing.FencedError` (nothing written). Runs as its own
+    transaction: pass the pool."""
     for task in cp.tasks:
         assert task.flow_id == cp.flow_id
-    row = await conn.fetchrow(
+    shard, epoch = fence if fence is not None else (None, None)
+    row = await _fenced(conn.fetchrow(
         """SELECT new_seq, status FROM dwasm_checkpoint(
                $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-               $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)""",
+               $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)""",
         cp.flow_id, cp.expected_seq, cp.status, _dump(cp.manifest), cp.stdout, cp.stderr,
         _dump(cp.waiting), cp.wake_at, cp.exit_code, cp.error, cp.task_seq,
         list(cp.chunks), list(cp.chunks.values()),
@@ -352,8 +384,22 @@ async def commit_checkpoint(conn: Any, cp: Checkpoint, skip_signals: Sequence[in
         len(cp.chunks), sum(len(c) for c in cp.chunks.values()),
         [c.id for c in cp.children], [c.module_id for c in cp.children],
         [_dump(c.request) for c in cp.children], [c.request_hash for c in cp.children],
-        [c.parent_handle for c in cp.children], [c.shard for c in cp.children])
+        [c.parent_handle for c in cp.children], [c.shard for c in cp.children], shard, epoch),
+        shard, epoch)
     return None if row is None else (row["new_seq"], row["status"])
+
+
+FENCED_SQLSTATE = "DW001"  # raised by the SQL functions of migrations/0003_fast_paths.sql
+
+
+async def _fenced(query: Any, shard: int | None, epoch: int | None) -> Any:
+    """Await ``query``; its fencing error becomes :class:`FencedError`."""
+    try:
+        return await query
+    except asyncpg.PostgresError as exc:
+        if getattr(exc, "sqlstate", None) == FENCED_SQLSTATE and shard is not None:
+            raise FencedError(shard, epoch or 0, None, detail=str(exc)) from None
+        raise
 
 
 async def cancel_flow(conn: Any, flow_id: str, reason: str = "cancelled") -> list[str]:
@@ -530,16 +576,19 @@ async def finish_task(conn: Any, task_id: str, status: str, result: bytes | None
 
 async def report_outcome(conn: Any, task_id: str, lease_id: str, status: str,
                          result: bytes | None, error: str | None,
-                         event: tuple[str, dict[str, Any]]) -> tuple[str, dict[str, Any] | None,
-                                                                     bool]:
+                         event: tuple[str, dict[str, Any]],
+                         fence: tuple[int, int] | None = None
+                         ) -> tuple[str, dict[str, Any] | None, bool]:
     """Record a task's final outcome reported with ``lease_id``, in one round trip
     (``dwasm_finish_task``, migrations/0003_fast_paths.sql: flow lock, task lock, the lease and
     duplicate checks, the update, its event, the flow's wake-up). Returns (outcome, the task,
     whether its flow became runnable); outcome is ``ok``, ``duplicate``, ``conflict`` (the task
     is returned unchanged) or ``missing`` (task None). Its own transaction: pass the pool."""
-    row = await conn.fetchrow(
-        "SELECT * FROM dwasm_finish_task($1, $2, $3, $4, $5, $6, $7)",
-        task_id, lease_id, status, result, error, event[0], _dump(event[1]))
+    shard, epoch = fence if fence is not None else (None, None)
+    row = await _fenced(conn.fetchrow(
+        "SELECT * FROM dwasm_finish_task($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        task_id, lease_id, status, result, error, event[0], _dump(event[1]), shard, epoch),
+        shard, epoch)
     out = dict(row)
     outcome = out.pop("outcome")
     woken = bool(out.pop("woken"))
@@ -566,11 +615,14 @@ async def lock_expired_lease(conn: Any, task_id: str) -> dict[str, Any] | None:
     return None if row is None else dict(row)
 
 
-async def expired_leases(conn: Any, limit: int = 100) -> list[dict[str, Any]]:
+async def expired_leases(conn: Any, limit: int = 100,
+                         shards: Shards = ALL_SHARDS) -> list[dict[str, Any]]:
+    cond, args = shards.sql("f.shard", 2)
     rows = await conn.fetch(
-        """SELECT id, flow_id, queue, attempt, max_attempts FROM tasks
-           WHERE status = 'leased' AND lease_until < now()
-           ORDER BY lease_until LIMIT $1""", limit)
+        f"""SELECT t.id, t.flow_id, t.queue, t.attempt, t.max_attempts FROM tasks t
+            JOIN flows f ON f.id = t.flow_id
+            WHERE t.status = 'leased' AND t.lease_until < now() AND {cond}
+            ORDER BY t.lease_until LIMIT $1""", limit, *args)
     return [dict(r) for r in rows]
 
 

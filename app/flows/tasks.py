@@ -23,6 +23,8 @@ import collections
 import time
 from typing import Any
 
+from topology.fencing import FencedError
+
 from . import store
 from .errors import FlowError, task_not_found
 from .guest import valid_name
@@ -155,11 +157,24 @@ async def fail(engine: Any, task_id: str, lease_id: str, error: str,
     return await _report(engine, task_id, lease_id, "fail", error=error, retryable=retryable)
 
 
+def _flow_of(task_id: str) -> str:
+    return task_id.rsplit("/", 1)[0]
+
+
 async def _complete(engine: Any, task_id: str, lease_id: str, result: bytes) -> dict[str, Any]:
     """The hot path of a task round trip: one round trip to the database."""
-    outcome, task, woken = await store.report_outcome(
-        engine.db.pool, task_id, lease_id, "completed", result, None,
-        ("task_completed", {"task_id": task_id, "size": len(result)}))
+    fence = engine.fence_of(_flow_of(task_id))
+    if fence is False:
+        async with engine.db.transaction() as conn:
+            await engine.check_fence(conn, _flow_of(task_id))  # raises: not ours
+    try:
+        outcome, task, woken = await store.report_outcome(
+            engine.db.pool, task_id, lease_id, "completed", result, None,
+            ("task_completed", {"task_id": task_id, "size": len(result)}), fence or None)
+    except FencedError as exc:
+        await engine.fenced(exc.shard, exc.epoch)
+        raise FlowError(503, "shard-moving", f"task {task_id}'s flow moved to another node; "
+                        "retry shortly", headers={"Retry-After": "1"}) from None
     if task is None:
         raise task_not_found(task_id)
     if outcome == "conflict":
@@ -177,6 +192,7 @@ async def _report(engine: Any, task_id: str, lease_id: str, kind: str, *,
     woken = False
     delay: float | None = None
     async with engine.db.transaction() as conn:
+        await engine.check_fence(conn, _flow_of(task_id))
         task = await store.lock_task_and_flow(conn, task_id)  # the flow first: see store
         if task is None:
             raise task_not_found(task_id)
@@ -268,12 +284,16 @@ def _public(task: dict[str, Any]) -> dict[str, Any]:
 async def reap_expired_leases(engine: Any, limit: int = 100) -> int:
     """Leases that ran out: the task goes back to pending (with backoff) while attempts remain,
     else it fails and the flow is told. Returns how many were handled."""
-    expired = await store.expired_leases(engine.db.pool, limit)
+    expired = await store.expired_leases(engine.db.pool, limit, engine.shards())
     handled = 0
     for item in expired:
         woken = False
         delay: float | None = None
         async with engine.db.transaction() as conn:
+            try:
+                await engine.check_fence(conn, item["flow_id"])
+            except FlowError:
+                continue  # its shard moved: the new owner reaps it
             await store.lock_flow(conn, item["flow_id"])
             task = await store.lock_expired_lease(conn, item["id"])
             if task is None:  # reported or extended meanwhile
