@@ -42,7 +42,7 @@ CREATE FUNCTION dwasm_checkpoint(
     p_new_chunks integer, p_chunk_bytes bigint,
     p_child_ids text[], p_child_modules text[], p_child_requests text[],
     p_child_hashes text[], p_child_handles integer[], p_child_shards integer[],
-    p_shard integer, p_epoch bigint)
+    p_shard integer, p_epoch bigint, p_node text)
 RETURNS TABLE (new_seq bigint, status text)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -131,7 +131,7 @@ BEGIN
                   p_event_data || ARRAY[jsonb_build_object(
                       'seq', p_expected_seq + 1, 'status', final_status,
                       'new_chunks', p_new_chunks, 'chunk_bytes', p_chunk_bytes,
-                      'waiting', v_waiting)::text])
+                      'waiting', v_waiting, 'node', p_node, 'epoch', p_epoch)::text])
            WITH ORDINALITY AS x(t, d, n)
      ORDER BY n;
     new_seq := p_expected_seq + 1;

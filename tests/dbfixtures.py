@@ -282,7 +282,7 @@ def start_live_server(make_database_url: Callable[..., str]) -> Iterator[Callabl
         config = Settings(database_url=database_url or make_database_url(True), **settings)
         server = LiveServer((app_factory or build_app)(config), config)
         servers.append(server)
-        return server.start()
+        return server.start(port)
 
     yield start
     for server in reversed(servers):
@@ -394,7 +394,7 @@ def spawn_server(tmp_path: Path,
 
     def spawn(database_url: str | None = None, *, embedded: bool = False,
               data_dir: Path | None = None, env: dict[str, str] | None = None,
-              start_timeout: float = 60) -> ServerProcess:
+              start_timeout: float = 60, port: int = 0) -> ServerProcess:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("DWASM_")}
         full_env["PYTHONPATH"] = os.pathsep.join(
             [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
@@ -406,7 +406,7 @@ def spawn_server(tmp_path: Path,
         server = ServerProcess(full_env, tmp_path / f"server-{len(servers)}.log", REPO_ROOT,
                                start_timeout)
         servers.append(server)
-        return server.start()
+        return server.start(port)
 
     yield spawn
     for server in reversed(servers):

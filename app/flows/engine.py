@@ -667,8 +667,9 @@ class FlowEngine:
         if fence is False:  # the shard went away meanwhile: the new owner takes over
             return None
         try:
-            written = await store.commit_checkpoint(self.db.pool, cp, run.consumed_signals,
-                                                    fence)
+            written = await store.commit_checkpoint(
+                self.db.pool, cp, run.consumed_signals, fence,
+                self.topology.node_id if self.topology is not None else None)
             if written is None:
                 return None
             new_seq, cp.status = written

