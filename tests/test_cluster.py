@@ -217,3 +217,65 @@ def test_a_paused_owner_is_fenced_and_writes_nothing_after_its_shards_moved(
     with httpx.Client(base_url=cluster.url(0), timeout=30) as c:
         for fid in ids:
             c.post(f"/v1/flows/{fid}/cancel")  # (through the owner once forwarding lands)
+
+
+def test_etcd_restart_nodes_keep_serving_and_assignment_resumes(cluster: Cluster) -> None:
+    before = cluster.wait_assigned({"n0", "n1", "n2"})
+    with httpx.Client(base_url=cluster.url(0), timeout=30) as c:
+        module = upload(c, wat(SLEEPER_WAT.replace("MS", "200")))
+    cluster.etcd.stop()
+    try:
+        time.sleep(TTL + 1)  # leases would have expired: the nodes keep the map they have
+        ids = flow_ids("noetcd", 6)
+        for fid in ids:
+            start_on_owner(cluster, module, fid, [])
+        with httpx.Client(base_url=cluster.url(1), timeout=30) as c:
+            for fid in ids:
+                assert wait_for(c, fid, timeout=60)["stdout"] == "slept\n"
+        assert cluster.epochs() == before  # nothing moved while etcd was away
+    finally:
+        cluster.etcd.start()
+    time.sleep(TTL + 1)  # members re-register (new incarnations may take their shards back)
+    cluster.wait_assigned({"n0", "n1", "n2"}, timeout=60)
+    cluster.nodes[2].kill()  # and assignment works again: n2's shards move
+    cluster.wait_assigned({"n0", "n1"}, timeout=60)
+    ids = flow_ids("after", 6)
+    for fid in ids:
+        start_on_owner(cluster, module, fid, [])
+    with httpx.Client(base_url=cluster.url(0), timeout=30) as c:
+        for fid in ids:
+            assert wait_for(c, fid, timeout=60)["stdout"] == "slept\n"
+
+
+def test_postgres_restart_nodes_retry_and_recover(spawn_server: Callable[..., Any],
+                                                  etcd_server: Any, tmp_path: Any) -> None:
+    from app.db.embedded import EmbeddedPostgres
+
+    data = tmp_path / "pg"
+    data.mkdir()
+    pg = EmbeddedPostgres.start(data, durable=False)
+    try:
+        cluster = Cluster(spawn_server, etcd_server, pg.url).start()
+        with httpx.Client(base_url=cluster.url(0), timeout=30) as c:
+            module = upload(c, wat(SLEEPER_WAT.replace("MS", "3000")))
+        ids = flow_ids("pg", 6)
+        for fid in ids:
+            start_on_owner(cluster, module, fid, [])
+        pg.stop()  # the flows sleep in the database meanwhile
+        time.sleep(2)
+        pg = EmbeddedPostgres.start(data, durable=False)
+        with httpx.Client(base_url=cluster.url(1), timeout=30) as c:
+            for fid in ids:
+                assert wait_for(c, fid, timeout=90)["stdout"] == "slept\n"
+        later = flow_ids("pg-after", 3)
+        for fid in later:
+            start_on_owner(cluster, module, fid, [])
+        with httpx.Client(base_url=cluster.url(2), timeout=30) as c:
+            for fid in later:
+                assert wait_for(c, fid, timeout=90)["stdout"] == "slept\n"
+        for node in cluster.nodes:
+            assert node.running
+    finally:
+        for node in getattr(locals().get("cluster"), "nodes", []):
+            node.stop()
+        pg.stop()
