@@ -177,7 +177,18 @@ async def _serve(settings: Settings, url: str, stop: _StopSignals) -> None:
         app = build_app(settings, db)
         config = uvicorn.Config(app, log_level=settings.log_level,
                                 lifespan="on", timeout_graceful_shutdown=10)
-        server = uvicorn.Server(config)
+
+        class Server(uvicorn.Server):
+            """The first SIGTERM/SIGINT starts the drain (``watch`` below), which ends by
+            stopping the server; a second one stops it at once."""
+
+            def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+                if stop.received is None:
+                    stop.received = sig
+                else:
+                    super().handle_exit(sig, frame)
+
+        server = Server(config)
 
         async def watch() -> None:
             while not server.started and not server.should_exit:

@@ -229,8 +229,10 @@ class Workers:
 
     batch: int = 1  # > 1: lease and report through the batch endpoints
 
-    def _run(self, queue: str) -> None:
-        with TaskClient(self.url, max_connections=2) as client:
+    urls: list[str] | None = None  # several nodes: thread i talks to urls[i % len]
+
+    def _run(self, queue: str, url: str) -> None:
+        with TaskClient(url, max_connections=2) as client:
             while not self.stop.is_set():
                 if self.batch > 1:
                     tasks = client.lease_batch(queue, self.batch, wait=0.5, cancel=self.stop)
@@ -248,9 +250,10 @@ class Workers:
                 self.done.append(1)
 
     def __enter__(self) -> Workers:
+        urls = self.urls or [self.url]
         for i in range(self.count):
-            t = threading.Thread(target=self._run, args=(self.queues[i % len(self.queues)],),
-                                 daemon=True)
+            t = threading.Thread(target=self._run, args=(self.queues[i % len(self.queues)],
+                                                         urls[i % len(urls)]), daemon=True)
             t.start()
             self.threads.append(t)
         return self
@@ -265,12 +268,19 @@ class Workers:
 
 
 def round_trips(url: str, flows: int, tasks: int, workers: int,
-                batch: int = 1) -> dict[str, float]:
+                batch: int = 1, urls: list[str] | None = None) -> dict[str, float]:
+    """``urls``: the nodes of a cluster; flows start and workers talk round-robin over them."""
     with httpx.Client(base_url=url, timeout=60) as c:
         mid = upload(c, loop_module(tasks))
-        with Workers(url, workers, [QUEUE], lambda p: b"ok", batch=batch) as w:
+        with Workers(url, workers, [QUEUE], lambda p: b"ok", batch=batch, urls=urls) as w:
             t0 = time.perf_counter()
-            ids = [start(c, mid) for _ in range(flows)]
+            ids = []
+            for i in range(flows):
+                if urls:
+                    with httpx.Client(base_url=urls[i % len(urls)], timeout=60) as node:
+                        ids.append(start(node, mid))
+                else:
+                    ids.append(start(c, mid))
             bad = [f for f in ids if wait_for(c, f, timeout=600, poll=0.1)["exit_code"] != 0]
             elapsed = time.perf_counter() - t0
         n = flows * tasks

@@ -282,7 +282,7 @@ def start_live_server(make_database_url: Callable[..., str]) -> Iterator[Callabl
         config = Settings(database_url=database_url or make_database_url(True), **settings)
         server = LiveServer((app_factory or build_app)(config), config)
         servers.append(server)
-        return server.start(port)
+        return server.start()
 
     yield start
     for server in reversed(servers):

@@ -6,16 +6,21 @@ owns it, with no write landing from a deposed owner (docs/cluster.md)."""
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import time
 import zlib
+from pathlib import Path
 from typing import Any, Callable
 
 import asyncpg
 import httpx
 import pytest
 
+from clusterkit import Workers, call
 from flowkit import upload, wait_for, wat
+
+FLOWS = Path(__file__).resolve().parent.parent / "examples" / "flows"
 
 SHARDS = 16
 TTL = 2
@@ -279,3 +284,101 @@ def test_postgres_restart_nodes_retry_and_recover(spawn_server: Callable[..., An
         for node in getattr(locals().get("cluster"), "nodes", []):
             node.stop()
         pg.stop()
+
+
+# --- under load: rolling restart and chaos (need forwarding: any request to any node) ----------
+
+def square(payload: bytes) -> bytes:
+    return str(int(payload) ** 2).encode()
+
+
+def start_fanouts(cluster: Cluster, prefix: str, n: int) -> tuple[str, list[str]]:
+    urls = [cluster.url(i) for i in range(3)]
+    r = call(urls, "POST", "/v1/modules", content=(FLOWS / "fanout.wasm").read_bytes(),
+             headers={"Content-Type": "application/wasm"})
+    module = r.json()["id"]
+    ids = flow_ids(prefix, n)
+    for fid in ids:
+        r = call(urls, "POST", "/v1/flows", json={"module": module, "id": fid})
+        assert r.status_code in (200, 201), r.text
+    return module, ids
+
+
+def finish_fanouts(cluster: Cluster, ids: list[str], workers: Workers) -> None:
+    """Wait until every flow waits for "go", signal it, and check every result: the output, the
+    exit code, each task's outcome delivered to its flow exactly once, and checkpoint epochs
+    that never go back (no write from a deposed owner after its successor's)."""
+    urls = [u for u in (cluster.url(i) for i in range(3))]
+    live = [u for i, u in enumerate(urls) if cluster.nodes[i].running]
+    deadline = time.monotonic() + 120
+    for fid in ids:
+        while True:
+            flow = call(live, "GET", f"/v1/flows/{fid}").json()
+            if (flow.get("waiting") or {}).get("signal") or flow["status"] in TERMINAL:
+                break
+            assert time.monotonic() < deadline, (fid, flow, workers.errors[-5:])
+            time.sleep(0.2)
+    for fid in ids:
+        call(live, "POST", f"/v1/flows/{fid}/signals/go", content=b"0",
+             headers={"Idempotency-Key": f"go-{fid}"})
+    for fid in ids:
+        while True:
+            flow = call(live, "GET", f"/v1/flows/{fid}").json()
+            if flow["status"] in TERMINAL:
+                break
+            assert time.monotonic() < deadline, (fid, flow)
+            time.sleep(0.2)
+        assert (flow["status"], flow["exit_code"], flow["stdout"].strip()) == \
+            ("completed", 166, "2470"), (fid, flow)
+        events = call(live, "GET", f"/v1/flows/{fid}/events", params={"limit": 1000}).json()
+        items = events["items"]
+        delivered = [e["data"]["task_id"] for e in items if e["type"] == "task_delivered"]
+        assert sorted(delivered) == sorted(f"{fid}/{i}" for i in range(20)), (fid, delivered)
+        epochs = [e["data"]["epoch"] for e in items if e["type"] == "checkpoint"]
+        assert epochs == sorted(epochs), (fid, epochs)
+
+
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+def test_rolling_restart_under_load_loses_nothing(cluster: Cluster) -> None:
+    urls = [cluster.url(i) for i in range(3)]
+    _, ids = start_fanouts(cluster, "roll", 12)
+    with Workers(urls, "square", square, threads=3) as workers:
+        for i in range(3):
+            node = cluster.nodes[i]
+            assert node.stop(timeout=40) == 0, node.log()[-3000:]  # SIGTERM: drain, then exit
+            assert "drained" in node.log()
+            node.start(cluster.ports[i])
+            cluster.wait_assigned({"n0", "n1", "n2"}, timeout=60)
+        finish_fanouts(cluster, ids, workers)
+
+
+@pytest.mark.chaos
+def test_chaos_kills_pauses_and_restarts(cluster: Cluster) -> None:
+    """Random SIGKILLs, SIGSTOP/SIGCONT past the lease and SIGTERM restarts of the nodes while
+    flows fan out to workers; then every flow completes right, each task outcome enters its flow
+    once, and no flow has a write from a deposed owner after its successor's."""
+    rng = random.Random(0xD3A5)
+    urls = [cluster.url(i) for i in range(3)]
+    _, ids = start_fanouts(cluster, "chaos", 15)
+    with Workers(urls, "square", square, threads=3) as workers:
+        end = time.monotonic() + 25
+        while time.monotonic() < end:
+            i = rng.randrange(3)
+            node = cluster.nodes[i]
+            action = rng.choice(["kill", "pause", "term"])
+            if action == "kill":
+                node.kill()
+                time.sleep(rng.uniform(0.2, 2.0))
+                node.start(cluster.ports[i])
+            elif action == "pause":
+                node.proc.send_signal(19)
+                time.sleep(rng.uniform(0.5, TTL + 2))
+                node.proc.send_signal(18)
+            else:
+                node.stop(timeout=40)
+                node.start(cluster.ports[i])
+            time.sleep(rng.uniform(0.5, 2.0))
+        cluster.wait_assigned({"n0", "n1", "n2"}, timeout=60)
+        finish_fanouts(cluster, ids, workers)

@@ -36,6 +36,8 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from forwarding.middleware import ForwardingMiddleware
+
 from ..db import Database, migrate
 from .limits import BodyLimitMiddleware
 from .metrics import Registry
@@ -166,6 +168,9 @@ def create_app(settings: Settings, db: Database | None = None, *,
     # Each middleware added wraps the previous ones: metrics see every response, 413s from the
     # limit included, and the problem handlers' catch-all for unexpected errors is outermost.
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_body)
+    # Writes for flows of other nodes go to their owners (forwarding/, docs/cluster.md); with
+    # no topology (tools, tests) or on a single node everything is served here.
+    app.add_middleware(ForwardingMiddleware)
     app.add_middleware(MetricsMiddleware, registry=app.state.metrics)
     install_problem_handlers(app)
 

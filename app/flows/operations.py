@@ -112,9 +112,14 @@ async def cancel_flow(engine: FlowEngine, flow_id: str) -> dict[str, Any]:
     return await get_flow(engine, flow_id)
 
 
-async def send_signal(engine: FlowEngine, flow_id: str, name: str,
-                      payload: bytes) -> dict[str, Any]:
-    """Queue signal ``name`` for the flow; wakes it if it waits for that signal."""
+async def send_signal(engine: FlowEngine, flow_id: str, name: str, payload: bytes,
+                      idempotency_key: str | None = None) -> dict[str, Any]:
+    """Queue signal ``name`` for the flow; wakes it if it waits for that signal. With
+    ``idempotency_key``, a repeat of the same signal changes nothing and gets the same answer;
+    the key with a different signal is 409."""
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
+        raise FlowError(422, "invalid-idempotency-key", "an Idempotency-Key is 1 to 200 "
+                        "characters")
     if not valid_name(name):
         raise FlowError(422, "invalid-signal-name", "a signal name is 1 to 200 characters of "
                         "[A-Za-z0-9._-]", name=name)
@@ -130,7 +135,17 @@ async def send_signal(engine: FlowEngine, flow_id: str, name: str,
             raise FlowError(409, "flow-finished", f"flow {flow_id} is {row['status']}; it "
                             "receives no more signals", flow_id=flow_id,
                             flow_status=row["status"])
-        signal_id = await store.insert_signal(conn, flow_id, name, payload)
+        if idempotency_key is not None:
+            seen = await conn.fetchrow(
+                "SELECT id, name, payload FROM signals WHERE flow_id = $1 "
+                "AND idempotency_key = $2", flow_id, idempotency_key)
+            if seen is not None:
+                if (seen["name"], bytes(seen["payload"])) != (name, payload):
+                    raise FlowError(409, "idempotency-key-reused", "this Idempotency-Key was "
+                                    "used for a different signal", flow_id=flow_id)
+                return {"id": seen["id"], "flow_id": flow_id, "name": name,
+                        "size": len(payload)}
+        signal_id = await store.insert_signal(conn, flow_id, name, payload, idempotency_key)
         await store.add_events(conn, flow_id, [("signal", {"name": name, "signal_id": signal_id,
                                                            "size": len(payload)})])
         woken = await store.wake_if_ready(conn, flow_id)

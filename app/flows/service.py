@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from forwarding.middleware import ForwardingConfigError, check_config
 from topology.config import ClusterConfig, ClusterConfigError
 from topology.node import create_topology
 
@@ -24,13 +25,16 @@ FLOW_TAGS: list[dict[str, str]] = [
     {"name": "tasks", "description": "Work for external workers: lease, heartbeat, complete, "
                                      "fail."},
     {"name": "queues", "description": "Queues' backlogs and retry policies."},
+    {"name": "cluster", "description": "This node's view of the cluster: members, shard map."},
 ]
 
 
 def flow_routers() -> list[Any]:
+    from forwarding.cluster_api import router as cluster_router
+
     from ..api.routers import flows, queues, tasks
 
-    return [flows.router, tasks.router, queues.router]
+    return [flows.router, tasks.router, queues.router, cluster_router]
 
 
 def engine_factory(db: Any, settings: Any) -> FlowEngine:
@@ -45,7 +49,8 @@ def engine_factory(db: Any, settings: Any) -> FlowEngine:
     url = settings.advertise_url or f"http://{settings.host}:{settings.port}"
     try:
         config = ClusterConfig.from_env(port=settings.port, advertise_url=url)
-    except ClusterConfigError as exc:
+        check_config(config)
+    except (ClusterConfigError, ForwardingConfigError) as exc:
         raise SettingsError(f"bad cluster configuration: {exc}") from None
     engine.attach_topology(create_topology(config, db.pool, engine, url=url))
     return engine

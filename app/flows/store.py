@@ -652,10 +652,11 @@ async def finished_children(conn: Any, flow_id: str,
 
 # --- signals -----------------------------------------------------------------------------------
 
-async def insert_signal(conn: Any, flow_id: str, name: str, payload: bytes) -> int:
+async def insert_signal(conn: Any, flow_id: str, name: str, payload: bytes,
+                        idempotency_key: str | None = None) -> int:
     return await conn.fetchval(
-        "INSERT INTO signals (flow_id, name, payload) VALUES ($1, $2, $3) RETURNING id",
-        flow_id, name, payload)
+        "INSERT INTO signals (flow_id, name, payload, idempotency_key) VALUES ($1, $2, $3, $4) "
+        "RETURNING id", flow_id, name, payload, idempotency_key)
 
 
 async def next_signal(conn: Any, flow_id: str, name: str,

@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...db import Database
@@ -279,9 +279,13 @@ async def events(flow_id: FlowId, db: DB,
                  "application/octet-stream": {"schema": {"type": "string",
                                                          "format": "binary"}}}}})
 async def signal(flow_id: FlowId, name: Annotated[str, Path(max_length=4096)],
-                 request: Request, engine: EngineDep) -> SignalAccepted:
+                 request: Request, engine: EngineDep,
+                 idempotency_key: Annotated[str | None, Header(
+                     description="makes a retry safe: a repeat with the same key and signal "
+                                 "changes nothing")] = None) -> SignalAccepted:
     payload = await read_body(request, engine.max_payload, "signal payload")
-    return SignalAccepted(**await ops.send_signal(engine, flow_id, name, payload))
+    return SignalAccepted(**await ops.send_signal(engine, flow_id, name, payload,
+                                                  idempotency_key))
 
 
 @router.post("/{flow_id}/query/{export}", name="query", response_model=QueryResult,
