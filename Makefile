@@ -24,7 +24,18 @@ wasm: examples bench-wasm wasi-tests flows
 
 examples: $(EXAMPLE_WASM)
 
-bench-wasm: $(BENCH_WASM)
+# Whole programs for bench/programs.py: WASI commands against wasi-libc, and a generated 2 MB
+# module for the start-up benchmark (its C source is only written to a temporary directory).
+PROGRAM_WASM = $(patsubst %.c,%.wasm,$(wildcard bench/programs/*.c)) bench/programs/big.wasm
+
+bench-wasm: $(BENCH_WASM) $(PROGRAM_WASM)
+
+bench/programs/%.wasm: bench/programs/%.c
+	$(CLANG) $(WASI_CFLAGS) -o $@ $<
+
+bench/programs/big.wasm: bench/programs/gen_big.py
+	tmp=$$(mktemp -d) && $(PYTHON) $< > $$tmp/big.c && $(CLANG) $(WASI_CFLAGS) -Wno-format -o $@ $$tmp/big.c; \
+	rc=$$?; rm -rf "$$tmp"; exit $$rc
 
 wasi-tests: $(WASI_TEST_WASM)
 

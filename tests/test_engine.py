@@ -1,5 +1,6 @@
 """Execution engine behaviour that the spec suite does not pin down: limits, fuel, backtraces,
-host calls, and the translator's register allocation (fusion must never change results)."""
+host calls, and the translator's register allocation (fusion must never change results).
+Each test runs with the interpreter and with the compiled tier forced on."""
 
 from __future__ import annotations
 
@@ -8,6 +9,13 @@ import wasmtime
 
 import vm
 from vm.structure import I32, FuncType
+
+
+@pytest.fixture(autouse=True, params=["interp", "compiled"])
+def tier(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs in both execution tiers (stores take theirs from DWASM_TIER)."""
+    monkeypatch.setenv("DWASM_TIER", request.param)
+    return request.param
 
 
 def load(src: str) -> vm.Module:

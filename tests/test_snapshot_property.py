@@ -6,6 +6,12 @@ spent as one uninterrupted run.
 Programs: the C kernels of bench/ and examples/ with small arguments, a program that suspends at
 host calls, and every ``assert_return`` of a handful of spec-suite files (run in order, so that
 each invocation starts from the state the previous ones left, itself carried in a snapshot).
+
+Every test runs twice: with the interpreter alone, and *mixed*, where the run starts in the
+compiled tier and each restore goes into a store of the next tier in turn (compiled, interp,
+auto), with tiering thresholds at their minimum so that restored interpreter frames move into
+compiled code at their first loop back-edge (on-stack replacement). So snapshots taken in
+compiled code restore into the interpreter and the other way round.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -25,6 +32,7 @@ from hypothesis import strategies as st
 import spec_suite
 import vm
 from vm import snapshot
+from vm.execution import tier as vm_tier
 from vm.spectest import parse_value, spectest_module, value_matches
 from vm.structure import I32, FuncType
 
@@ -37,6 +45,23 @@ MAX_FUEL = 1_000_000
 BIG_FUEL = 1 << 40
 
 ImportsFactory = Callable[[], dict | None]
+
+# The tiers restores go into, in turn (None: the store's default).
+_RESTORE_TIERS: list[str | None] = [None]
+
+
+@pytest.fixture(autouse=True, params=["interp", "mixed"])
+def tiers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "interp":
+        monkeypatch.setenv("DWASM_TIER", "interp")
+        monkeypatch.setattr(sys.modules[__name__], "_RESTORE_TIERS", ["interp"])
+    else:
+        monkeypatch.setenv("DWASM_TIER", "compiled")
+        monkeypatch.setattr(sys.modules[__name__], "_RESTORE_TIERS",
+                            ["compiled", "interp", "auto"])
+        monkeypatch.setattr(vm_tier, "TICK", 1)
+        monkeypatch.setattr(vm_tier, "HOT_CALLS", 1)
+    return request.param
 Answer = Callable[[list[Any]], Any]
 
 
@@ -114,6 +139,7 @@ class Checkpoints:
 
     def __init__(self) -> None:
         self.chunks: dict[str, bytes] = {}
+        self.restores = 0
 
     def roundtrip(self, inst: vm.Instance, ex: vm.Execution | None, module: vm.Module,
                   imports: dict | None) -> tuple[vm.Instance, vm.Execution | None]:
@@ -122,7 +148,9 @@ class Checkpoints:
         self.chunks.update(new)
         manifest2, chunks = snapshot.loads(snapshot.dumps(manifest, self.chunks))
         assert manifest2 == manifest
-        return snapshot.restore(manifest2, chunks, module, imports, vm.Store())
+        tier = _RESTORE_TIERS[self.restores % len(_RESTORE_TIERS)]
+        self.restores += 1
+        return snapshot.restore(manifest2, chunks, module, imports, vm.Store(tier=tier))
 
 
 def run_sliced(inst: vm.Instance, module: vm.Module, export: str, args: list[Any], n: int,

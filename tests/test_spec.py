@@ -15,6 +15,7 @@ import spec_suite
 import wasmtime
 
 from vm import spectest
+from vm.execution import tier as vm_tier
 
 # Discovered at collection time, so new files in the suite become new tests automatically.
 _FILES = spec_suite.spec_files()
@@ -38,6 +39,30 @@ def test_spec_file(path: Path | None) -> None:
         tail = f"\n  ... and {more} more" if more else ""
         pytest.fail(f"{result.summary()}\n{shown}{tail}", pytrace=False)
     assert result.passed + result.skipped == result.total > 0
+
+
+@pytest.mark.spec
+@pytest.mark.parametrize("path", _PARAMS)
+def test_spec_file_compiled(path: Path | None) -> None:
+    """The same with the compiled tier forced on: every function is compiled to Python on its
+    first call (vm.execution.tier); the tier may refuse only functions beyond CPython's limits
+    (20 nested loops), which the suite hardly has."""
+    if path is None:
+        if spec_suite.required():
+            pytest.fail(spec_suite.missing_reason() + " (required: DWASM_REQUIRE_SPEC=1)")
+        pytest.skip(spec_suite.missing_reason())
+    before = dict(vm_tier.stats)
+    result = spectest.run_file(path, tier="compiled")
+    if result.failed:
+        shown = "\n".join(f"  {f}" for f in result.failures[:_SHOWN_FAILURES])
+        more = result.failed - min(result.failed, _SHOWN_FAILURES)
+        tail = f"\n  ... and {more} more" if more else ""
+        pytest.fail(f"compiled tier: {result.summary()}\n{shown}{tail}", pytrace=False)
+    assert result.passed + result.skipped == result.total > 0
+    compiled = vm_tier.stats["compiled"] - before["compiled"]
+    failed = vm_tier.stats["failed"] - before["failed"]
+    assert failed <= compiled // 100, f"{failed} of {compiled + failed} functions stayed " \
+                                      "interpreted"
 
 
 # --- the runner itself, on a small suite made here -------------------------------------------

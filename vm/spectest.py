@@ -362,10 +362,11 @@ def spectest_module(log: Callable[[str], None] | None = None) -> dict[str, Any]:
 class _FileRun:
     """Interprets the commands of one spec file against one fresh store."""
 
-    def __init__(self, path: Path, result: FileResult, log: Callable[[str], None] | None) -> None:
+    def __init__(self, path: Path, result: FileResult, log: Callable[[str], None] | None,
+                 tier: str | None = None) -> None:
         self.dir = path.parent
         self.result = result
-        self.store = vm.Store()
+        self.store = vm.Store(tier=tier)
         # Import namespace: registered module name -> exports (or _Broken).
         self.registry: dict[str, Any] = {"spectest": spectest_module(log)}
         self.named: dict[str, Any] = {}
@@ -538,18 +539,19 @@ class _FileRun:
 
 
 def run_file(path: str | Path, *, timeout: float | None = DEFAULT_TIMEOUT,
-             log: Callable[[str], None] | None = None) -> FileResult:
+             log: Callable[[str], None] | None = None, tier: str | None = None) -> FileResult:
     """Runs every command of one wabt JSON spec file in a fresh store and counts the outcomes.
 
     Never raises for engine misbehaviour: each command that errors, hangs past ``timeout``
     seconds or raises an unexpected Python exception is counted failed, and the run goes on.
-    ``log`` receives the output of the ``spectest.print*`` host functions.
+    ``log`` receives the output of the ``spectest.print*`` host functions. ``tier`` is the
+    execution tier of the file's store (``vm.Store``; default: ``$DWASM_TIER``).
     """
     path = Path(path)
     result = FileResult(path.stem, path)
     commands = json.loads(path.read_text(encoding="utf-8"))["commands"]
     try:
-        runner = _FileRun(path, result, log)
+        runner = _FileRun(path, result, log, tier)
     except Exception as exc:  # no working store: every command fails, with the reason
         for cmd in commands:
             if cmd.get("module_type") == "text":

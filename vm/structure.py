@@ -167,6 +167,8 @@ class Module:
     func_names: dict[int, str] = field(default_factory=dict)
     # sha256 hex digest of the module bytes: the module's identity in snapshots.
     sha256: str = ""
+    # The compiled tier's per-function code (vm.execution.tier), shared by all instances.
+    pycode: dict = field(default_factory=dict, repr=False, compare=False)
 
     # Convenience views over imports, in index-space order.
     def imported(self, kind: int) -> list[Import]:

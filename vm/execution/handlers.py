@@ -132,12 +132,40 @@ def _cmp_branch_factory(cond: str, negate: bool, fuel: bool) -> Callable[..., Ha
     return _compile_factory("a, b, t", body, {})
 
 
-BINARY: dict[str, Callable[..., Handler]] = {n: _binary_factory(e) for n, e in BINARY_EXPR.items()}
-UNARY: dict[str, Callable[..., Handler]] = {n: _unary_factory(e) for n, e in UNARY_EXPR.items()}
+class LazyFactories(dict):
+    """name -> factory, each compiled on first use: compiling all of them at import took about
+    40 ms of every process's start-up, for instructions most programs never use."""
+
+    def __init__(self, make: Callable[[str], Callable[..., Handler]], sources: dict[str, str]
+                 ) -> None:
+        super().__init__()
+        self._make = make
+        self._sources = sources
+
+    def __missing__(self, name: str) -> Callable[..., Handler]:
+        factory = self[name] = self._make(self._sources[name])
+        return factory
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._sources
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        return self[name] if name in self._sources else default
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._sources)
+
+    def __len__(self) -> int:
+        return len(self._sources)
+
+
+BINARY: dict[str, Callable[..., Handler]] = LazyFactories(_binary_factory, BINARY_EXPR)
+UNARY: dict[str, Callable[..., Handler]] = LazyFactories(_unary_factory, UNARY_EXPR)
 # Fused compare-and-branch, indexed by (negate, fuel): the "fuel" variants are backward branches
 # (loop back-edges), the preemption points of running code.
 CMP_BRANCH: dict[tuple[bool, bool], dict[str, Callable[..., Handler]]] = {
-    (neg, fuel): {n: _cmp_branch_factory(c, neg, fuel) for n, c in COMPARE_COND.items()}
+    (neg, fuel): LazyFactories(lambda c, neg=neg, fuel=fuel: _cmp_branch_factory(c, neg, fuel),
+                               COMPARE_COND)
     for neg in (False, True) for fuel in (False, True)}
 
 
@@ -350,8 +378,10 @@ def _store_factory(fmt: str, pre: str) -> Callable[..., Handler]:
     return _compile_factory("a, b, off, mem", body, dict(_ENV, pack=pack))
 
 
-LOAD: dict[str, Callable[..., Handler]] = {n: _load_factory(*s) for n, s in _LOADS.items()}
-STORE: dict[str, Callable[..., Handler]] = {n: _store_factory(*s) for n, s in _STORES.items()}
+LOAD: dict[str, Callable[..., Handler]] = LazyFactories(lambda s: _load_factory(*s),
+                                                       _LOADS)  # type: ignore[arg-type]
+STORE: dict[str, Callable[..., Handler]] = LazyFactories(lambda s: _store_factory(*s),
+                                                        _STORES)  # type: ignore[arg-type]
 
 
 def memory_size(d: int, mem: Any) -> Handler:

@@ -20,7 +20,10 @@ from typing import Any
 
 from ..errors import ExhaustionError, Suspend, TrapError, WasmError
 from ..runtime.objects import Function, HostFunction, WasmFunction
+from . import tier as T
 from .translate import S_CALL, S_CALL_INDIRECT, S_FUEL, S_RETURN, Compiled, translate
+
+_UNWOUND = object()  # a compiled call stopped; its frames are now interpreter frames
 
 
 class Frame:
@@ -59,10 +62,14 @@ def _trap_from(exc: BaseException) -> TrapError:
     """Map an exception raised inside translated code to the spec's trap."""
     if isinstance(exc, TrapError):
         return exc
-    if isinstance(exc, struct.error):
+    if isinstance(exc, (struct.error, IndexError)):
         return TrapError("out of bounds memory access")
+    if isinstance(exc, ZeroDivisionError):
+        return TrapError("integer divide by zero")
     if isinstance(exc, MemoryError):
         return ExhaustionError("out of memory")
+    if isinstance(exc, RecursionError):
+        return ExhaustionError("call stack exhausted")
     raise exc
 
 
@@ -76,6 +83,15 @@ def _host_results(func: HostFunction, value: Any) -> list[Any]:
     if len(results) != n:
         raise WasmError(f"host function {func.name} returned {len(results)} values, expected {n}")
     return results
+
+
+def _as_list(value: Any, n: int) -> list[Any]:
+    """A generated function's return value (None, one value, or a tuple) as a result list."""
+    if n == 0:
+        return []
+    if n == 1:
+        return [value]
+    return list(value)
 
 
 def normalize(value: Any) -> Any:
@@ -94,9 +110,15 @@ class Machine:
         # Resumable machines stop when fuel runs out and let Suspend through with the frames
         # intact; plain ones report exhaustion and always unwind.
         self.resumable = resumable
+        # Python call depth of compiled code this machine's calls start at (a machine run from
+        # compiled code starts deeper; see vm.execution.tier).
+        self.depth_base = 0
+        # Wasm frames below this machine's (a machine run from compiled code sits on top of
+        # other frames); they count against the store's max_call_depth.
+        self.frame_offset = 0
 
     def push(self, func: WasmFunction, args: list[Any]) -> None:
-        if len(self.frames) >= self.store.max_call_depth:
+        if len(self.frames) + self.frame_offset >= self.store.max_call_depth:
             raise ExhaustionError("call stack exhausted")
         compiled = compiled_code(func, self.store.fuel)
         self.frames.append(Frame(func, compiled, list(args) + compiled.tail))
@@ -107,13 +129,84 @@ class Machine:
         assert isinstance(func, WasmFunction)
         frames = self.frames
         base = len(frames)
-        self.push(func, args)
+        store = self.store
+        ticking = store.fuel_reserve == 0  # the outermost run: it sets up the fuel ticks
+        if ticking:
+            store.start_ticks()
         try:
-            results = self.run(base)
+            results = self.enter(func, args, base)
         except BaseException:
             del frames[base:]
             raise
+        finally:
+            if ticking:
+                store.settle_fuel()
         return [normalize(v) for v in results]
+
+    def enter(self, func: WasmFunction, args: list[Any], base: int) -> list[Any]:
+        """Run ``func`` to completion with the frames above ``base``: compiled when its tier
+        says so, else (or after a compiled stop) in the interpreter."""
+        py = func.py or T.tier_up(func)
+        if py is not None and self.depth_base < T.DLIM - 8:
+            if len(self.frames) + self.frame_offset >= self.store.max_call_depth:
+                raise ExhaustionError("call stack exhausted")
+            fuel = self.store.fuel
+            if fuel[0] > 0 or self.store.refuel():
+                # The prologue takes a unit for the call; the interpreter charges none for
+                # the entry, so neither may this.
+                fuel[0] += 1
+                value = self.call_compiled(py, args, base)
+                if value is not _UNWOUND:
+                    return _as_list(value, len(func.type.results))
+                if len(self.frames) > base:
+                    return self.run(base)
+        self.push(func, args)
+        return self.run(base)
+
+    def call_compiled(self, py: Any, args: list[Any], base: int) -> Any:
+        """Call a generated function; on a stop, its frames become interpreter frames on this
+        machine's stack and the result is ``_UNWOUND``."""
+        # Compiled calls nest in Python; start them deep enough that they stop (EnterStop) before
+        # the wasm call depth, these frames included, exceeds the store's limit.
+        store = self.store
+        below = self.frame_offset + len(self.frames)
+        d = max(self.depth_base, T.DLIM - (store.max_call_depth - below - 1))
+        # Where the compiled frames start, for a nested interpreter started among them.
+        saved = store.compiled_origin
+        store.compiled_origin = (below, d)
+        try:
+            return py(d, *args)
+        except T.EnterStop as exc:
+            self._rebuild(exc, False)
+            return _UNWOUND
+        except T.FuelOut as exc:
+            self._rebuild(exc, False)
+            self._out_of_fuel()
+            return _UNWOUND
+        except (Suspend, _FuelStop) as exc:
+            if isinstance(exc, Suspend) and not self.resumable:
+                raise WasmError(f"host function {getattr(exc.func, 'name', '?')} suspended "
+                                "outside a resumable execution") from None
+            self._rebuild(exc, True)
+            if isinstance(exc, _FuelStop) and not self.resumable:
+                self._out_of_fuel()
+                return _UNWOUND
+            raise exc.with_traceback(None)
+        except Exception as exc:
+            trap = _trap_from(exc)
+            trap.backtrace = (list(trap.backtrace) + T.backtrace(exc.__traceback__)
+                              + self.backtrace(base))
+            raise trap.with_traceback(None) from (None if exc is trap else exc)
+        finally:
+            store.compiled_origin = saved
+
+    def _rebuild(self, exc: BaseException, in_call: bool) -> None:
+        frames = T.rebuild(exc, exc.__traceback__, in_call)
+        frames += getattr(exc, "dwasm_frames", ())
+        exc.__traceback__ = None
+        self.frames.extend(frames)
+        if len(self.frames) + self.frame_offset > self.store.max_call_depth:
+            raise ExhaustionError("call stack exhausted")
 
     def backtrace(self, base: int = 0) -> list[tuple[int, int]]:
         return [(f.func.index, f.offset) for f in reversed(self.frames[base:])]
@@ -123,7 +216,8 @@ class Machine:
         frames = self.frames
         store = self.store
         fuel = store.fuel
-        max_depth = store.max_call_depth
+        max_depth = store.max_call_depth - self.frame_offset
+        tiered = store.tier != "interp"
         frame = frames[-1]
         compiled = frame.compiled
         code = compiled.code
@@ -150,15 +244,34 @@ class Machine:
                     callee = self._indirect_target(rec, r, base)
                     argbase, nargs = rec[3], rec[4]
                 # Function entry is a preemption point: stop before the call when out of fuel.
-                if fuel[0] <= 0:
+                if fuel[0] <= 0 and not store.refuel():
                     self._out_of_fuel()
                     continue
-                fuel[0] -= 1
                 if type(callee) is WasmFunction:
                     if len(frames) >= max_depth:
                         err = ExhaustionError("call stack exhausted")
                         err.backtrace = self.backtrace(base)
                         raise err
+                    py = callee.py or (tiered and T.tier_up(callee))
+                    if py and self.depth_base < T.DLIM - 8:
+                        # The generated prologue takes the call's unit of fuel.
+                        value = self.call_compiled(py, r[argbase:argbase + nargs], base)
+                        if value is _UNWOUND:
+                            frame = frames[-1]
+                            compiled = frame.compiled
+                            code = compiled.code
+                            specials = compiled.specials
+                            r = frame.regs
+                            pc = frame.pc
+                            continue
+                        n = len(callee.type.results)
+                        if n == 1:
+                            r[argbase] = value
+                        elif n:
+                            r[argbase:argbase + n] = value
+                        pc += 1
+                        continue
+                    fuel[0] -= 1
                     compiled = callee.compiled or compiled_code(callee, fuel)
                     r = r[argbase:argbase + nargs] + compiled.tail
                     frame = Frame(callee, compiled, r)
@@ -167,6 +280,7 @@ class Machine:
                     specials = compiled.specials
                     pc = 0
                 else:
+                    fuel[0] -= 1
                     results = self._call_host(callee, r[argbase:argbase + nargs], base)
                     r[argbase:argbase + len(results)] = results
                     pc += 1
@@ -189,9 +303,74 @@ class Machine:
                 r = cr
                 pc = frame.pc + 1
             elif kind == S_FUEL:
+                if store.refuel():  # a tick: the fuel is not spent, the running loop is hot
+                    if tiered:
+                        value = self._tick(frame, base)
+                        if value is not None:
+                            if len(frames) == base and value is not _UNWOUND:
+                                return value
+                            frame = frames[-1]
+                            if value is not _UNWOUND:
+                                self._deliver(frame, value)
+                            compiled = frame.compiled
+                            code = compiled.code
+                            specials = compiled.specials
+                            r = frame.regs
+                            pc = frame.pc
+                    continue
                 self._out_of_fuel()
             else:  # pragma: no cover - translation emits only the kinds above
                 raise WasmError(f"internal error: unknown special {kind}")
+
+    def _tick(self, frame: Frame, base: int) -> Any:
+        """At a loop back-edge of an interpreted frame, once per fuel tick: when its function
+        is hot, continue the frame in compiled code (on-stack replacement). Returns None (go on
+        interpreting), _UNWOUND (compiled code stopped; its frames are on the stack) or the
+        frame's results as a list (the frame was popped)."""
+        func = frame.func
+        if func.py_failed or self.depth_base >= T.DLIM - 8:
+            return None
+        if func.py is None:
+            func.calls += T.TICK_CREDIT
+            if self.store.tier != "compiled" and func.calls < T.HOT_CALLS:
+                return None
+        got = T.osr_function(func)
+        if got is None:
+            return None
+        py, entries = got
+        compiled = frame.compiled
+        pc = frame.pc
+        entry = entries.get(compiled.offsets[pc])
+        if entry is None:
+            return None
+        r = frame.regs
+        stack = [r[x] for x in compiled.stack_maps[pc]]
+        # The frame stands before a branch that goes back to a loop (S_FUEL stops only there);
+        # compiled code takes over at that loop's header, with the branch's values.
+        if entry[0] == "t":  # br_table: the index (on top of the stack) picks the loop
+            _, nvs, per = entry
+            i = stack[-1]
+            target = per[i if i < len(per) - 1 else -1]
+            if target is None:
+                return None
+            k, height, arity = target
+        else:
+            k, height, arity, nvs = entry
+        header = tuple(stack[:height] + stack[nvs - arity:nvs])
+        self.store.fuel[0] -= 1  # the back-edge's unit (the tick's refuel left at least one)
+        T.stats["osr"] += 1
+        self.frames.pop()
+        value = self.call_compiled(py, [k, header] + r[:compiled.nlocals], base)
+        if value is _UNWOUND:
+            return value
+        return _as_list(value, len(func.type.results))
+
+    def _deliver(self, caller: Frame, results: list[Any]) -> None:
+        """Results of the call ``caller`` stands at: into its registers, and step past it."""
+        call = caller.compiled.specials[caller.pc]
+        argbase = call[2] if call[0] == S_CALL else call[3]
+        caller.regs[argbase:argbase + len(results)] = results
+        caller.pc += 1
 
     def _out_of_fuel(self) -> None:
         if self.resumable and self.store.fuel_limited:
@@ -271,9 +450,18 @@ class Execution:
         store.fuel_limited = fuel is not None
         if fuel is not None:
             store.fuel[0] = fuel
+        store.start_ticks()
         try:
             if isinstance(self.func, WasmFunction):
-                results = self.machine.run(0)
+                frames = self.machine.frames
+                if (len(frames) == 1 and frames[0].pc == 0 and self.status == "ready"
+                        and self.pending is None):
+                    # Never run: the whole call may go to compiled code.
+                    frame = frames.pop()
+                    results = self.machine.enter(self.func, frame.regs[:frame.compiled.nparams],
+                                                 0)
+                else:
+                    results = self.machine.run(0)
             else:
                 results = self.machine.invoke(self.func, self._host_entry)
         except _FuelStop:
@@ -288,6 +476,7 @@ class Execution:
             self.machine.frames.clear()
             raise
         finally:
+            store.settle_fuel()
             self.fuel_left = store.fuel[0] if store.fuel_limited else None
             store.fuel[0], store.fuel_limited = saved
         self.status = "done"

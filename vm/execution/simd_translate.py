@@ -90,11 +90,9 @@ def _unary_factory(expr: str) -> Factory:
     return _compile("d, a", f"        x = r[a]\n        r[d] = {expr}\n        return pc + 1", _ENV)
 
 
-INLINE_BINARY_FACTORIES: dict[str, Factory] = {
-    name: _binary_factory(e) for name, e in INLINE_BINARY.items()}
+INLINE_BINARY_FACTORIES: dict[str, Factory] = H.LazyFactories(_binary_factory, INLINE_BINARY)
 """name -> factory(d, a, b) of the inline closure."""
-INLINE_UNARY_FACTORIES: dict[str, Factory] = {
-    name: _unary_factory(e) for name, e in INLINE_UNARY.items()}
+INLINE_UNARY_FACTORIES: dict[str, Factory] = H.LazyFactories(_unary_factory, INLINE_UNARY)
 """name -> factory(d, a) of the inline closure."""
 
 

@@ -42,7 +42,7 @@ class Function:
 class WasmFunction(Function):
     """A function defined in a module instance. ``compiled`` is filled on first call."""
 
-    __slots__ = ("instance", "index", "func", "compiled")
+    __slots__ = ("instance", "index", "func", "compiled", "py", "call", "calls", "py_failed")
 
     def __init__(self, type: FuncType, instance: "Instance", index: int, func: Func) -> None:
         super().__init__(type)
@@ -50,6 +50,13 @@ class WasmFunction(Function):
         self.index = index  # index in the module's function index space
         self.func = func
         self.compiled: Compiled | None = None
+        # The compiled tier (vm.execution.tier): the generated Python function once compiled,
+        # the callable that compiled code calls (a stub until then), and the call count that
+        # decides when to compile.
+        self.py: Callable[..., Any] | None = None
+        self.call: Callable[..., Any] | None = None
+        self.calls = 0
+        self.py_failed = False
 
     def __repr__(self) -> str:
         return f"<wasm function {self.index} {self.type}>"
