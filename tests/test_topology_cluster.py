@@ -29,7 +29,10 @@ from topology.shards import ShardMap
 if TYPE_CHECKING:
     from etcdfixtures import EtcdServer
 
-pytestmark = pytest.mark.asyncio
+# One event loop for every test of the module: gRPC's asyncio layer (under aetcd) binds its
+# completion poller to the loops it has seen, and a later test on a fresh loop can then wait
+# forever for a call (grpc/grpc#23377 and related reports).
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 ROOT = Path(__file__).resolve().parent.parent
 SHARDS = 12
 

@@ -5,7 +5,6 @@ compaction and an etcd restart."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -31,7 +30,10 @@ from topology.view import ShardMapView
 if TYPE_CHECKING:
     from etcdfixtures import EtcdServer
 
-pytestmark = pytest.mark.asyncio
+# One event loop for every test of the module: gRPC's asyncio layer (under aetcd) binds its
+# completion poller to the loops it has seen, and a later test on a fresh loop can then wait
+# forever for a call (grpc/grpc#23377 and related reports).
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 def _config(server: EtcdServer, node: str = "n1", **kw: Any) -> ClusterConfig:
@@ -102,6 +104,32 @@ async def test_kv_cas_watch_and_errors(etcd_server: EtcdServer) -> None:
         with pytest.raises(EtcdUnavailable):
             await etcd.get(b"/k")
     finally:
+        await etcd.close()
+
+
+async def test_watch_ends_when_etcd_stops_answering(etcd_server: EtcdServer) -> None:
+    """A paused etcd keeps its connections open but answers nothing: a quiet watch must still
+    end (progress probe unanswered) instead of blocking its owner for good."""
+    etcd = AetcdClient(parse_endpoints(etcd_server.endpoint), timeout=0.5, watch_idle=1.0)
+    batches: list[WatchBatch] = []
+
+    async def follow() -> None:
+        async for batch in etcd.watch(b"/w"):
+            batches.append(batch)
+
+    try:
+        task = asyncio.create_task(follow())
+        await asyncio.sleep(2.5)  # idle past two probes: answered, the watch stays
+        assert not task.done() and len(batches) == 1 and batches[0].created
+        await etcd.put(b"/w", b"1")
+        await _eventually(lambda: len(batches) == 2, 5, "event")
+        etcd_server.pause()
+        paused = time.monotonic()
+        done, _ = await asyncio.wait({task}, timeout=10)
+        assert task in done and isinstance(task.exception(), EtcdUnavailable)
+        assert time.monotonic() - paused < 1.0 + 0.5 + 1.0
+    finally:
+        etcd_server.resume()
         await etcd.close()
 
 
@@ -226,9 +254,8 @@ class SeverableEtcd(AetcdClient):
         finally:
             cut.cancel()
             if nxt is not None and not nxt.done():
-                nxt.cancel()
-                with contextlib.suppress(BaseException):
-                    await nxt
+                nxt.cancel()  # asyncio.wait: a cancellation of this task is not swallowed
+                await asyncio.wait({nxt}, timeout=5)
             await inner.aclose()
 
 

@@ -12,12 +12,12 @@ version therefore grows by exactly one per change, and only the leader ever writ
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
+from .aio import cancel_and_wait, wait_event
 from .config import ClusterConfig
 from .election import Election, Leadership, NotCandidate
 from .etcd import Compare, Etcd, EtcdError, Put, WatchCompacted
@@ -88,11 +88,8 @@ class Coordinator:
     async def stop(self) -> None:
         """Stops campaigning; resigns if leading, so another node takes over at once."""
         election, leading = self._election, self._leadership
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task, what="coordinator")
         if election is not None and leading is not None:
             await election.resign()
         self._leadership = None
@@ -140,10 +137,7 @@ class Coordinator:
                     return None
             return campaign.result()
         finally:
-            if not campaign.done():
-                campaign.cancel()
-                with contextlib.suppress(asyncio.CancelledError, EtcdError):
-                    await campaign
+            await cancel_and_wait(campaign, what="election campaign")
 
     async def _lead(self, leadership: Leadership, lease: int) -> None:
         dirty = asyncio.Event()
@@ -151,15 +145,12 @@ class Coordinator:
         watcher = asyncio.create_task(self._watch_members(dirty), name="dwasm-coord-watch")
         try:
             while self._membership.alive and self._membership.lease == lease:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(dirty.wait(), self._config.coordinator_tick)
+                await wait_event(dirty, self._config.coordinator_tick)
                 dirty.clear()
                 if not await self.step(leadership):
                     dirty.set()
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await watcher
+            await cancel_and_wait(watcher, what="member watch")
 
     async def _watch_members(self, dirty: asyncio.Event) -> None:
         while True:

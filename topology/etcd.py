@@ -9,7 +9,11 @@ cannot be reached or did not answer in time: the outcome of a write is then unkn
 :class:`AetcdClient` uses aetcd's ``Client`` for unary calls, rotating to the next endpoint
 when one is unreachable, and drives watches on the raw gRPC ``Watch`` stream of aetcd's
 generated stubs: one stream per watch, so that a broken or compacted watch fails alone and is
-simply started again by its owner, and progress (revision) responses are visible.
+simply started again by its owner, and progress (revision) responses are visible. Every unary
+call carries a gRPC deadline (``timeout``); a watch must be confirmed within it, and a watch
+that has been silent for ``watch_idle`` seconds is probed with a progress request that must be
+answered within it too, so a dead stream (a half-open connection after an etcd restart, a
+paused etcd) ends the watch with :class:`EtcdUnavailable` instead of blocking its owner.
 """
 
 from __future__ import annotations
@@ -181,11 +185,15 @@ def _kv(raw: Any) -> KeyValue:
 class AetcdClient:
     """:class:`Etcd` over ``aetcd.Client``; ``endpoints`` are tried in turn when one is down."""
 
-    def __init__(self, endpoints: Sequence[Endpoint], *, timeout: float = 2.0) -> None:
+    def __init__(self, endpoints: Sequence[Endpoint], *, timeout: float = 2.0,
+                 watch_idle: float = 5.0) -> None:
         if not endpoints:
             raise ValueError("no etcd endpoints")
         self._endpoints = list(endpoints)
+        #: deadline of every unary call (gRPC ``timeout=``) and of every watch confirmation
         self._timeout = timeout
+        #: a watch silent this long is probed (progress request) to prove it is alive
+        self._watch_idle = watch_idle
         self._clients: dict[int, Any] = {}
         self._current = 0
         self._closed = False
@@ -308,54 +316,101 @@ class AetcdClient:
 
     async def watch(self, key: bytes, *, prefix: bool = False,
                     start_revision: int = 0) -> AsyncIterator[WatchBatch]:
+        """See :meth:`Etcd.watch`. The stream is never trusted to stay alive by itself: etcd
+        must confirm the watch within the client timeout, and whenever the stream has been
+        silent for ``watch_idle`` seconds a progress request is sent that etcd must answer
+        within the timeout too; otherwise :class:`EtcdUnavailable` (a dead connection, e.g.
+        half-open after an etcd restart or a paused etcd, would otherwise never end the
+        watch)."""
         from aetcd import rpc
 
         if self._closed:
             raise EtcdUnavailable("etcd client is closed")
         client = self._client(self._current)
-        await client.connect()
+        await self._call_connect(client)
         create = rpc.WatchCreateRequest(key=key, start_revision=start_revision,
                                         progress_notify=True)
         if prefix:
             create.range_end = prefix_end(key)
-        stop = asyncio.Event()
+        probes: asyncio.Queue[None] = asyncio.Queue()
 
         async def requests() -> AsyncIterator[Any]:
             yield rpc.WatchRequest(create_request=create)
-            await stop.wait()
+            while True:
+                await probes.get()
+                yield rpc.WatchRequest(progress_request=rpc.WatchProgressRequest())
 
         call = rpc.WatchStub(client.channel).Watch(requests(), metadata=client.metadata)
+        responses = call.__aiter__()
+        pending: asyncio.Future[Any] | None = None
+        created = False
         try:
-            async for response in call:
+            while True:
+                pending = asyncio.ensure_future(responses.__anext__())
+                # Waiting with asyncio.wait leaves the read running (cancelling a read would
+                # cancel the whole gRPC call), so a quiet stream can be probed and kept.
+                if created:
+                    await asyncio.wait({pending}, timeout=self._watch_idle)
+                    if not pending.done():
+                        probes.put_nowait(None)
+                await asyncio.wait({pending}, timeout=self._timeout)
+                if not pending.done():
+                    what = "confirm the watch" if not created else "answer a progress request"
+                    raise EtcdUnavailable(f"etcd did not {what} within {self._timeout:g} s")
+                try:
+                    response = pending.result()
+                except StopAsyncIteration:
+                    raise EtcdUnavailable("etcd closed the watch stream") from None
+                finally:
+                    pending = None
                 if response.compact_revision:
                     raise WatchCompacted(int(response.compact_revision))
                 if response.canceled:
                     raise EtcdError(f"watch canceled by etcd: {response.cancel_reason}")
                 if response.created:
+                    created = True
                     yield WatchBatch(int(response.header.revision), (), created=True)
+                    continue
+                if response.watch_id == -1:
+                    # The answer to a progress request: the stream is alive. Its revision is
+                    # not used (etcd < 3.5.8 may send it before a lagging watch caught up).
                     continue
                 events = tuple(
                     WatchEvent("delete" if event.type == rpc.Event.DELETE else "put",
                                _kv(event.kv)) for event in response.events)
                 yield WatchBatch(int(response.header.revision), events)
-            raise EtcdUnavailable("etcd closed the watch stream")
         except rpc.AioRpcError as exc:
             self._current = (self._current + 1) % len(self._endpoints)
             raise EtcdUnavailable(f"watch failed: {exc.code().name}: {exc.details()}") from exc
+        except EtcdUnavailable:
+            self._current = (self._current + 1) % len(self._endpoints)
+            raise
         except EtcdError:
             raise
         except Exception as exc:
             raise EtcdUnavailable(f"watch failed: {exc!r}") from exc
         finally:
-            stop.set()
             call.cancel()
+            if pending is not None and not pending.done():
+                pending.cancel()
+                with contextlib.suppress(Exception):
+                    # bounded: the call is cancelled, so the read ends at once
+                    await asyncio.wait({pending}, timeout=self._timeout)
+
+    async def _call_connect(self, client: Any) -> None:
+        try:
+            await client.connect()
+        except Exception as exc:
+            raise EtcdUnavailable(f"cannot connect to etcd: {exc!r}") from exc
 
     async def close(self) -> None:
         self._closed = True
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
+            # bounded: closing must not wait on a call stuck on a dead connection
             with contextlib.suppress(Exception):
-                await client.close()
+                async with asyncio.timeout(self._timeout):
+                    await client.close()
 
 
 def _wrapped(op: Any) -> Any:

@@ -24,6 +24,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 
+from .aio import cancel_and_wait
 from .config import ClusterConfig
 from .etcd import Etcd, EtcdError, LeaseNotFound
 from .shards import Member
@@ -131,12 +132,9 @@ class Membership:
         """Stops renewing; with ``revoke`` also deletes the membership at once (a clean
         leave) instead of letting the lease expire."""
         self._stopping = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks = []
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            await cancel_and_wait(task, what=task.get_name())
         if revoke and self.lease:
             with contextlib.suppress(EtcdError):
                 await self._etcd.revoke(self.lease)

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .aio import cancel_and_wait, wait_event
 from .config import ClusterConfig
 from .coordinator import Coordinator
 from .etcd import Etcd, EtcdError, connect
@@ -317,11 +318,8 @@ class Cluster:
         """Leaves the cluster: stops the tasks and revokes the lease (shards not handed over
         are reassigned at once, to new epochs)."""
         self._ready = False
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task, what="shard reconciler")
         await self.coordinator.stop()
         await self.view.stop()
         await self.membership.stop(revoke=True)
@@ -345,8 +343,7 @@ class Cluster:
                 log.exception("shard reconciliation failed; retrying")
                 retry = True
             if retry:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), 0.5)
+                await wait_event(self._wake, 0.5)
             else:
                 await self._wake.wait()
 

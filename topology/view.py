@@ -14,10 +14,10 @@ waits for a condition on it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
+from .aio import cancel_and_wait
 from .config import ClusterConfig
 from .etcd import Etcd, EtcdError, KeyValue, WatchCompacted
 from .shards import ShardMap, ShardMapError
@@ -60,23 +60,19 @@ class ShardMapView:
             self._task = asyncio.create_task(self._run(), name="dwasm-shardmap-view")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task, what="shard map view")
 
     async def wait_for(self, predicate: Callable[[ShardMap], bool],
                        timeout: float | None = None) -> ShardMap:
         """The first map (current or future) that satisfies ``predicate``; raises
         ``TimeoutError`` after ``timeout`` seconds."""
-        async def wait() -> ShardMap:
+        async with asyncio.timeout(timeout):
             while True:
                 event = self._changed
                 if self.map is not None and predicate(self.map):
                     return self.map
                 await event.wait()
-        return await asyncio.wait_for(wait(), timeout)
 
     async def refresh(self) -> ShardMap | None:
         """Reads the key now (besides the watch); the current map afterwards."""
