@@ -5,10 +5,14 @@
 -- whatever committed before the lock was granted: the locking discipline of app/flows/store.py
 -- (lock the flow row first, then look at its tasks and signals) holds as in the Python version.
 --
--- Fencing (docs/cluster.md): both take the writer's shard and epoch and first read the shard's
--- row of shard_epochs FOR SHARE, which conflicts with a new owner's claim; if the epoch moved,
--- they raise SQLSTATE DW001 and write nothing. A NULL epoch skips the check (tools and tests
--- that run an engine without a topology).
+-- Fencing (docs/cluster.md): both take the writer's shard and epoch, first take the shard's
+-- fencing lock in shared mode (an advisory transaction lock, key (1685545331, shard); a new
+-- owner's claim takes it exclusively, topology/fencing.py), then read the shard's epoch: a
+-- claim either waits for this write to commit, or has committed and this statement (a fresh
+-- snapshot, READ COMMITTED) sees the new epoch. If the epoch moved they raise SQLSTATE DW001 and
+-- write nothing. A shared advisory lock lives in the lock manager only; a row lock FOR SHARE
+-- would rewrite the shard's row (a MultiXact) on every checkpoint. A NULL epoch skips the check
+-- (tools and tests that run an engine without a topology).
 
 CREATE FUNCTION dwasm_check_epoch(p_shard integer, p_epoch bigint) RETURNS void
 LANGUAGE plpgsql AS $$
@@ -18,7 +22,8 @@ BEGIN
     IF p_epoch IS NULL THEN
         RETURN;
     END IF;
-    SELECT se.epoch INTO v_current FROM shard_epochs se WHERE se.shard = p_shard FOR SHARE;
+    PERFORM pg_advisory_xact_lock_shared(1685545331, p_shard);
+    SELECT se.epoch INTO v_current FROM shard_epochs se WHERE se.shard = p_shard;
     IF v_current IS DISTINCT FROM p_epoch THEN
         RAISE EXCEPTION 'shard %: epoch % is fenced (now %)', p_shard, p_epoch,
               coalesce(v_current::text, 'unclaimed') USING ERRCODE = 'DW001';

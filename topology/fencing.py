@@ -77,6 +77,15 @@ SELECT set_config('idle_in_transaction_session_timeout', $2, true) AS _, epoch, 
 FROM shard_epochs WHERE shard = $1 FOR SHARE"""
 
 
+#: Key space of the shards' fencing locks (advisory, (FENCE_LOCK, shard)): the service's
+#: one-statement writes (migrations/0003_fast_paths.sql) hold it shared while they check and
+#: write; a claim takes it exclusively, so it waits for them, and they see its new epoch.
+FENCE_LOCK = 1685545331
+
+_LOCK_FOR_CLAIM = """
+SELECT pg_advisory_xact_lock($1, s) FROM (SELECT s FROM unnest($2::int[]) AS s ORDER BY s) AS q"""
+
+
 async def claim_shards(conn: Any, claims: Mapping[int, int], owner: str, incarnation: str, *,
                        lock_timeout: float = 5.0) -> None:
     """Raises each shard's epoch to the claimed one, in one transaction: all or none.
@@ -94,6 +103,7 @@ async def claim_shards(conn: Any, claims: Mapping[int, int], owner: str, incarna
         raise ValueError("epochs start at 1")
     async with conn.transaction():
         await conn.execute(f"SET LOCAL lock_timeout = {int(lock_timeout * 1000)}")
+        await conn.execute(_LOCK_FOR_CLAIM, FENCE_LOCK, shards)
         done = {r["shard"] for r in await conn.fetch(_CLAIM, shards, epochs, owner, incarnation)}
         if len(done) != len(shards):
             rows = await conn.fetch("SELECT shard, epoch, owner FROM shard_epochs "
@@ -117,6 +127,7 @@ async def claim_next(conn: Any, shards: Iterable[int], owner: str, incarnation: 
     ordered = sorted(set(shards))
     async with conn.transaction():
         await conn.execute(f"SET LOCAL lock_timeout = {int(lock_timeout * 1000)}")
+        await conn.execute(_LOCK_FOR_CLAIM, FENCE_LOCK, ordered)
         rows = await conn.fetch(_BUMP, ordered, owner, incarnation)
     return {r["shard"]: r["epoch"] for r in rows}
 

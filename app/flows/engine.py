@@ -65,7 +65,7 @@ _RETRYABLE = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError,
               asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
               asyncpg.TooManyConnectionsError, asyncpg.DeadlockDetectedError,
               asyncpg.SerializationError, asyncpg.AdminShutdownError)
-WARM_FLOWS = 64  # waiting flows kept in memory (an optimisation; see the module docstring)
+WARM_FLOWS = 512  # waiting flows kept in memory (an optimisation; see the module docstring)
 WARM_BYTES = 256 << 20  # ... holding at most this much linear memory
 MAX_ACTIVE = 32  # flows in memory and running at once
 ARRIVALS_MAX_FLOWS = 4096  # flows whose committed task outcomes are remembered (see wake-ups)
