@@ -24,6 +24,7 @@ from vm import structure as S
 from vm.errors import InvalidError, MalformedError, TrapError
 
 from . import runner
+from .client_cli import add_client_commands
 from .statedir import StateDirError
 
 EXIT_OK = 0
@@ -43,8 +44,11 @@ EXIT_CODES = {
     EXIT_LINK: "the module's imports cannot be provided (dwasm provides WASI preview1)",
     EXIT_TRAP: "the wasm code trapped, or exhausted the call stack or its fuel",
     8: "a checkpoint would exceed --max-snapshot-bytes",
-    EXIT_SERVICE: "the service cannot start: bad settings, database unreachable, failed "
-                  "migration, address in use",
+    EXIT_SERVICE: "the service cannot start (bad settings, database unreachable, failed "
+                  "migration, address in use), or it refused a client command",
+    9: "dwasm flows start --wait: the flow failed",
+    10: "dwasm flows start --wait: the flow was cancelled",
+    11: "dwasm flows start --wait: --timeout ran out (the flow goes on)",
     130: "interrupted (SIGINT/SIGTERM); a durable run checkpointed first",
 }
 
@@ -385,6 +389,7 @@ def _parser() -> argparse.ArgumentParser:
     worker_parser.add_argument("--log-format", default="text", choices=["text", "json"],
                                help="json: one JSON object per line")
     worker_parser.set_defaults(handler=_cmd_worker)
+    add_client_commands(commands)
     return parser
 
 
