@@ -267,7 +267,7 @@ def _cmd_serve(ns: argparse.Namespace) -> int:
     from . import serve  # imported here: `dwasm run` does not need the service's dependencies
 
     try:
-        return serve.serve(ns.host, ns.port)
+        return serve.serve(ns.host, ns.port, allow_no_auth=True if ns.allow_no_auth else None)
     except serve.ServeError as exc:
         raise CliError(str(exc), EXIT_SERVICE) from None
 
@@ -359,6 +359,9 @@ def _parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--port", type=int, metavar="PORT",
                               help="port to listen on, 0 for any free port (default: DWASM_PORT "
                                    "or 8080)")
+    serve_parser.add_argument("--allow-no-auth", action="store_true",
+                              help="listen beyond loopback without DWASM_API_TOKENS (anyone who "
+                                   "can reach the port may use the API)")
     serve_parser.set_defaults(handler=_cmd_serve)
     migrate_parser = commands.add_parser(
         "migrate", help="apply pending database migrations and exit",

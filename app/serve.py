@@ -168,7 +168,8 @@ def _url(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-async def _serve(settings: Settings, url: str, stop: _StopSignals) -> None:
+async def _serve(settings: Settings, url: str, stop: _StopSignals,
+                 notice: str | None = None) -> None:
     import uvicorn
 
     db = await _connect_and_migrate(settings, url, stop)
@@ -195,6 +196,8 @@ async def _serve(settings: Settings, url: str, stop: _StopSignals) -> None:
                 await asyncio.sleep(0.02)
             if server.started:
                 say(f"listening on {_url(sock)}")
+                if notice:
+                    say(notice)
             while not server.should_exit:
                 if stop.received is not None:
                     await _drain(app, settings.shutdown_grace)
@@ -232,18 +235,24 @@ async def _drain(app: Any, grace: float) -> None:
         + ("" if complete else " (not every shard was taken over in time)"))
 
 
-def serve(host: str | None = None, port: int | None = None) -> int:
+def serve(host: str | None = None, port: int | None = None, *,
+          allow_no_auth: bool | None = None) -> int:
     """Runs the service until SIGTERM/SIGINT; returns the exit status (0 after a clean stop)."""
+    from .api.auth import AuthConfigError, check_bind, parse_tokens
+
     try:
-        settings = Settings.from_env(host=host, port=port)
-    except SettingsError as exc:
+        settings = Settings.from_env(host=host, port=port, allow_no_auth=allow_no_auth)
+        notice = check_bind(settings.host, parse_tokens(settings.api_tokens),
+                            settings.allow_no_auth)
+    except (SettingsError, AuthConfigError) as exc:
         raise ServeError(f"bad configuration: {exc}") from None
+
     stop = _StopSignals()
     with stop.installed():
         try:
             with _database(settings) as url:
                 if stop.received is None:
-                    asyncio.run(_serve(settings, url, stop))
+                    asyncio.run(_serve(settings, url, stop, notice))
         except Interrupted:
             pass
     return 0

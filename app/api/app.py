@@ -39,11 +39,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from forwarding.middleware import ForwardingMiddleware
 
 from ..db import Database, migrate
+from .auth import AuthConfigError, AuthMiddleware, parse_tokens
 from .limits import BodyLimitMiddleware
 from .metrics import Registry
 from .problems import PROBLEM_MEDIA_TYPE, install_problem_handlers
 from .routers import CORE_ROUTERS
-from .settings import Settings
+from .settings import Settings, SettingsError
 
 EngineFactory = Callable[[Database, Settings], Any]
 LifespanHook = Callable[[FastAPI], AbstractAsyncContextManager[Any]]
@@ -171,6 +172,12 @@ def create_app(settings: Settings, db: Database | None = None, *,
     # Writes for flows of other nodes go to their owners (forwarding/, docs/cluster.md); with
     # no topology (tools, tests) or on a single node everything is served here.
     app.add_middleware(ForwardingMiddleware)
+    # Tokens are checked before anything is forwarded or handled (every node holds them all).
+    try:
+        tokens = parse_tokens(settings.api_tokens)
+    except AuthConfigError as exc:
+        raise SettingsError(str(exc)) from None
+    app.add_middleware(AuthMiddleware, tokens=tokens)
     app.add_middleware(MetricsMiddleware, registry=app.state.metrics)
     install_problem_handlers(app)
 

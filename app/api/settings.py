@@ -12,6 +12,10 @@
 - ``DWASM_LOG_LEVEL`` (``info``): uvicorn's log level (``warning`` hides access lines).
 - ``DWASM_ADVERTISE_URL`` (``http://<host>:<port>``): how other nodes reach this one; cluster
   mode (``DWASM_ETCD`` and the rest, ``topology.config``) needs it when binding 0.0.0.0.
+- ``DWASM_API_TOKENS`` (none): comma-separated ``SCOPES:TOKEN`` entries, scopes ``client``,
+  ``worker``, ``admin`` joined by ``+``; a bare token is an admin token (``app.api.auth``).
+  Without tokens the node accepts every request and listens on loopback only unless
+  ``DWASM_ALLOW_NO_AUTH=1`` (``--allow-no-auth``).
 - ``DWASM_SHUTDOWN_GRACE`` (30): seconds a SIGTERM spends handing this node's shards to others
   (flows checkpoint and move) before the server stops.
 - ``DWASM_LEASE_TIMEOUT`` (30), ``DWASM_MAX_ATTEMPTS`` (3), ``DWASM_RETRY_BACKOFF`` (1),
@@ -68,6 +72,10 @@ class Settings(BaseModel):
     log_level: str = "info"
     #: How peers (and the shard map) reach this node; default http://<host>:<port>.
     advertise_url: str | None = None
+    #: Bearer tokens with scopes (app.api.auth); none: no authentication, loopback only.
+    api_tokens: str | None = None
+    #: Allow listening beyond loopback without tokens (``--allow-no-auth``).
+    allow_no_auth: bool = False
     #: SIGTERM: seconds to hand this node's shards over before it stops serving.
     shutdown_grace: float = Field(30.0, ge=0, le=3600)
     lease_timeout: float = Field(30.0, gt=0, le=86400)
@@ -109,7 +117,8 @@ class Settings(BaseModel):
                  "host": "DWASM_HOST", "port": "DWASM_PORT", "log_level": "DWASM_LOG_LEVEL",
                  "db_pool_min": "DWASM_DB_POOL_MIN", "db_pool_max": "DWASM_DB_POOL_MAX",
                  "db_connect_timeout": "DWASM_DB_CONNECT_TIMEOUT",
-                 "advertise_url": "DWASM_ADVERTISE_URL",
+                 "advertise_url": "DWASM_ADVERTISE_URL", "api_tokens": "DWASM_API_TOKENS",
+                 "allow_no_auth": "DWASM_ALLOW_NO_AUTH",
                  "shutdown_grace": "DWASM_SHUTDOWN_GRACE",
                  "lease_timeout": "DWASM_LEASE_TIMEOUT", "max_attempts": "DWASM_MAX_ATTEMPTS",
                  "retry_backoff": "DWASM_RETRY_BACKOFF",
