@@ -224,7 +224,7 @@ def test_defaults_single_node_with_probes_drain_and_security() -> None:
 
     # Single node: no etcd, no cluster secret; the database URL comes from a Secret.
     assert "DWASM_ETCD" not in env and "DWASM_CLUSTER_SECRET" not in env
-    assert "DWASM_API_TOKENS" not in env
+    assert "DWASM_API_TOKENS" not in env and "DWASM_ALLOW_NO_AUTH" not in env
     assert secret_ref(env["DWASM_DATABASE_URL"]) == (f"{RELEASE}-dwasm-database", "database-url")
     assert env["DWASM_HOST"]["value"] == "0.0.0.0"
     assert not [o for o in objects if o["kind"] in ("Secret", "Ingress", "ServiceMonitor")]
@@ -376,3 +376,16 @@ def test_unworkable_values_fail_to_render_with_a_clear_message(
         values: dict[str, Any], message: str) -> None:
     with pytest.raises(helm.HelmRenderError, match=re.escape(message)):
         render(values)
+
+
+def test_no_tokens_means_no_pods_unless_unauthenticated_access_is_allowed() -> None:
+    notes = next(t for p, t in render({}).items() if p.endswith("NOTES.txt"))
+    assert "pods will not start" in notes
+    allowed = manifests({"apiTokens": {"allowNoAuth": True}})
+    assert env_of(allowed)["DWASM_ALLOW_NO_AUTH"]["value"] == "1"
+    with_tokens = manifests({"apiTokens": {"tokens": ["worker:" + "w" * 20],
+                                           "allowNoAuth": True}})
+    assert "DWASM_ALLOW_NO_AUTH" not in env_of(with_tokens)
+    notes = next(t for p, t in render({"apiTokens": {"allowNoAuth": True}}).items()
+                 if p.endswith("NOTES.txt"))
+    assert "pods will not start" not in notes
