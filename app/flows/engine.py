@@ -5,7 +5,7 @@ A flow is a ``vm.Execution`` of its module's ``_start`` with WASI and the ``dwas
 latest checkpoint (or built from its start request) and run in short steps in a worker thread
 pool, so the event loop keeps serving the API while flows compute. It runs until it waits for
 something that has not arrived (a guest wait: await, sleep, signal) or exits; then its
-checkpoint is committed in ONE transaction (``store.save_checkpoint``): the snapshot manifest
+checkpoint is committed in ONE statement (``store.commit_checkpoint``): the snapshot manifest
 with the WASI and guest state, new memory chunks, the output it produced, the tasks and child
 flows it scheduled (outbox), the marks of outcomes and signals it received, its events. After a
 wait's checkpoint the flow leaves the engine (the last few stay cached in memory, as an
@@ -321,7 +321,7 @@ class FlowEngine:
             try:
                 conn = await asyncpg.connect(self.db.url)
                 lost = asyncio.Event()
-                conn.add_termination_listener(lambda c: lost.set())
+                conn.add_termination_listener(lambda c, lost=lost: lost.set())
                 await conn.add_listener("dwasm_wake", self._on_notify)
                 await lost.wait()
             except asyncio.CancelledError:
@@ -749,38 +749,33 @@ class FlowEngine:
 
     async def _commit_failure(self, run: FlowRun, error: str) -> str | None:
         """Fail the flow without a new snapshot (it cannot be captured)."""
-        async with self.db.transaction() as conn:
-            try:
-                await self.check_fence(conn, run.flow_id)
-            except FlowError:
-                return None
-            row = await store.lock_flow(conn, run.flow_id)
-            if row is None or row["status"] not in store.ACTIVE or \
-                    row["checkpoint_seq"] != run.seq:
-                return None
-            cp = store.Checkpoint(flow_id=run.flow_id, expected_seq=run.seq, status="failed",
-                                  manifest=None, error=error,
-                                  events=[("failed", {"error": error})])
-            if await store.save_checkpoint(conn, cp) is None:
-                return None
+        if not await self._fail_without_snapshot(run.flow_id, run.seq, error):
+            return None
         asyncio.create_task(self.wake_parent(run.flow_id))
         return "failed"
 
     async def _fail_unloadable(self, row: dict[str, Any], error: str) -> None:
         log.warning("flow %s cannot be loaded: %s", row["id"], error)
-        async with self.db.transaction() as conn:
-            try:
-                await self.check_fence(conn, row["id"])
-            except FlowError:
-                return
-            locked = await store.lock_flow(conn, row["id"])
-            if locked is None or locked["status"] != "running" or \
-                    locked["checkpoint_seq"] != row["checkpoint_seq"]:
-                return
-            await store.save_checkpoint(conn, store.Checkpoint(
-                flow_id=row["id"], expected_seq=row["checkpoint_seq"], status="failed",
-                manifest=None, error=error, events=[("failed", {"error": error})]))
-        await self.wake_parent(row["id"])
+        if await self._fail_without_snapshot(row["id"], row["checkpoint_seq"], error):
+            await self.wake_parent(row["id"])
+
+    async def _fail_without_snapshot(self, flow_id: str, seq: int, error: str) -> bool:
+        """Mark the flow failed at checkpoint ``seq``, keeping its last snapshot; False if it
+        moved on or is not this node's to write (the same one-statement, fenced write as every
+        checkpoint)."""
+        fence = self.fence_of(flow_id)
+        if fence is False:
+            return False
+        cp = store.Checkpoint(flow_id=flow_id, expected_seq=seq, status="failed", manifest=None,
+                              error=error, events=[("failed", {"error": error})])
+        try:
+            written = await store.commit_checkpoint(
+                self.db.pool, cp, (), fence,
+                self.topology.node_id if self.topology is not None else None)
+        except FencedError as exc:
+            await self.fenced(exc.shard, exc.epoch)
+            return False
+        return written is not None
 
     # --- loops --------------------------------------------------------------------------------
 

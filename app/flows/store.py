@@ -204,28 +204,6 @@ _READY = """(
 )"""
 
 
-async def wait_satisfied(conn: Any, flow_id: str, reason: dict[str, Any],
-                         skip_signals: Sequence[int] = ()) -> bool:
-    """Whether something that ends the wait ``reason`` is in the database now (the timer is
-    checked by the caller). ``skip_signals``: signals already handed to the in-memory run."""
-    op = reason.get("op")
-    if op == "await":
-        handles = [int(h) for h in reason.get("handles", ())]
-        return bool(await conn.fetchval(
-            """SELECT EXISTS (SELECT 1 FROM tasks WHERE flow_id = $1 AND seq = ANY($2::int[])
-                              AND status IN ('completed', 'failed') AND NOT delivered)
-                   OR EXISTS (SELECT 1 FROM flows WHERE parent_id = $1
-                              AND parent_handle = ANY($2::int[])
-                              AND status IN ('completed', 'failed', 'cancelled'))""",
-            flow_id, handles))
-    if op == "signal":
-        return bool(await conn.fetchval(
-            """SELECT EXISTS (SELECT 1 FROM signals WHERE flow_id = $1 AND name = $2
-                              AND NOT consumed AND NOT (id = ANY($3::bigint[])))""",
-            flow_id, reason.get("name"), list(skip_signals)))
-    return False
-
-
 async def wake_if_ready(conn: Any, flow_id: str) -> bool:
     """Make a waiting flow runnable if its condition is met; the caller holds its lock."""
     row = await conn.fetchrow(
@@ -277,7 +255,7 @@ class NewTask:
 
 @dataclass
 class Checkpoint:
-    """Everything one checkpoint writes, in one transaction (see :func:`save_checkpoint`)."""
+    """Everything one checkpoint writes, in one statement (see :func:`commit_checkpoint`)."""
 
     flow_id: str
     expected_seq: int
@@ -296,65 +274,6 @@ class Checkpoint:
     delivered_tasks: list[str] = field(default_factory=list)
     consumed_signals: list[int] = field(default_factory=list)
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-
-
-_SAVE_CHECKPOINT = """
-WITH f AS (
-    UPDATE flows SET status = $3, checkpoint = COALESCE($4::text::jsonb, checkpoint),
-           checkpoint_seq = checkpoint_seq + 1, stdout = stdout || $5, stderr = stderr || $6,
-           waiting = $7::text::jsonb, wake_at = $8, exit_code = $9, error = $10,
-           task_seq = GREATEST(task_seq, $11), updated_at = now(),
-           finished_at = CASE WHEN $3 IN ('completed', 'failed') THEN now() END
-    WHERE id = $1 AND checkpoint_seq = $2 AND status IN ('running', 'waiting')
-    RETURNING checkpoint_seq
-), chunk_rows AS (
-    INSERT INTO chunks (hash, data)
-    SELECT h, d FROM unnest($12::text[], $13::bytea[]) AS x(h, d) WHERE EXISTS (SELECT 1 FROM f)
-    ON CONFLICT (hash) DO NOTHING
-), task_rows AS (
-    INSERT INTO tasks (id, flow_id, seq, queue, payload, status, max_attempts)
-    SELECT $1 || '/' || s, $1, s, q, p, 'pending', m
-    FROM unnest($14::int[], $15::text[], $16::bytea[], $17::int[]) AS x(s, q, p, m)
-    WHERE EXISTS (SELECT 1 FROM f)
-    ON CONFLICT (id) DO NOTHING
-), delivered AS (
-    UPDATE tasks SET delivered = true
-    WHERE id = ANY($18::text[]) AND EXISTS (SELECT 1 FROM f)
-), consumed AS (
-    UPDATE signals SET consumed = true
-    WHERE id = ANY($19::bigint[]) AND EXISTS (SELECT 1 FROM f)
-), event_rows AS (
-    INSERT INTO events (flow_id, type, data)
-    SELECT $1, t, d::jsonb FROM unnest($20::text[], $21::text[]) WITH ORDINALITY AS x(t, d, n)
-    WHERE EXISTS (SELECT 1 FROM f) ORDER BY n
-)
-SELECT checkpoint_seq FROM f
-"""
-
-
-async def save_checkpoint(conn: Any, cp: Checkpoint) -> int | None:
-    """Write ``cp``; returns the new checkpoint_seq, or None (nothing written) if the flow moved
-    on meanwhile (another checkpoint, cancel). Call inside a transaction holding the flow lock.
-    The common parts are one statement: a checkpoint costs one round trip to the database.
-    """
-    for task in cp.tasks:
-        assert task.flow_id == cp.flow_id
-    new_seq = await conn.fetchval(
-        _SAVE_CHECKPOINT,
-        cp.flow_id, cp.expected_seq, cp.status, _dump(cp.manifest), cp.stdout, cp.stderr,
-        _dump(cp.waiting), cp.wake_at, cp.exit_code, cp.error, cp.task_seq,
-        list(cp.chunks), list(cp.chunks.values()),
-        [t.seq for t in cp.tasks], [t.queue for t in cp.tasks], [t.payload for t in cp.tasks],
-        [t.max_attempts for t in cp.tasks],
-        cp.delivered_tasks, cp.consumed_signals,
-        [kind for kind, _ in cp.events], [_dump(data) for _, data in cp.events])
-    if new_seq is None:
-        return None
-    for child in cp.children:
-        await insert_flow(conn, child)
-    if cp.status in ("completed", "failed"):
-        await cancel_open_tasks(conn, cp.flow_id)
-    return new_seq
 
 
 async def commit_checkpoint(conn: Any, cp: Checkpoint, skip_signals: Sequence[int] = (),

@@ -144,7 +144,7 @@ async def heartbeat(engine: Any, task_id: str, lease_id: str,
 
 async def complete(engine: Any, task_id: str, lease_id: str, result: bytes) -> dict[str, Any]:
     """Record a task's result; returns the task."""
-    return await _report(engine, task_id, lease_id, "complete", result=result)
+    return await _complete(engine, task_id, lease_id, result)
 
 
 async def fail(engine: Any, task_id: str, lease_id: str, error: str,
@@ -154,7 +154,7 @@ async def fail(engine: Any, task_id: str, lease_id: str, error: str,
     if len(error.encode()) > MAX_ERROR_BYTES:
         raise FlowError(413, "payload-too-large", f"the error message exceeds "
                         f"{MAX_ERROR_BYTES} bytes", limit=MAX_ERROR_BYTES)
-    return await _report(engine, task_id, lease_id, "fail", error=error, retryable=retryable)
+    return await _fail(engine, task_id, lease_id, error, retryable)
 
 
 def _flow_of(task_id: str) -> str:
@@ -184,11 +184,8 @@ async def _complete(engine: Any, task_id: str, lease_id: str, result: bytes) -> 
     return task
 
 
-async def _report(engine: Any, task_id: str, lease_id: str, kind: str, *,
-                  result: bytes | None = None, error: str | None = None,
-                  retryable: bool = False) -> dict[str, Any]:
-    if kind == "complete":
-        return await _complete(engine, task_id, lease_id, result or b"")
+async def _fail(engine: Any, task_id: str, lease_id: str, error: str,
+                retryable: bool) -> dict[str, Any]:
     woken = False
     delay: float | None = None
     async with engine.db.transaction() as conn:
@@ -197,17 +194,12 @@ async def _report(engine: Any, task_id: str, lease_id: str, kind: str, *,
         if task is None:
             raise task_not_found(task_id)
         flow_id = task["flow_id"]
-        if _is_duplicate(task, lease_id, kind, result, error):
+        if _is_duplicate_failure(task, lease_id, error):
             return _public(task)
         if task["status"] not in ("leased", "pending") or task["lease_id"] != lease_id:
-            raise _conflict(task, lease_id, kind)
+            raise _conflict(task, lease_id, "fail")
         policy = engine.policies.get(task["queue"])
-        if kind == "complete":
-            updated, woken = await store.finish_task(
-                conn, task_id, "completed", result, None,
-                ("task_completed", {"task_id": task_id, "attempt": task["attempt"],
-                                    "size": len(result or b"")}))
-        elif retryable and task["attempt"] < task["max_attempts"]:
+        if retryable and task["attempt"] < task["max_attempts"]:
             delay = policy.backoff(task["attempt"])
             updated = await store.retry_task(conn, task_id, error or "", delay,
                                              f"{lease_id}:failed")
@@ -222,7 +214,7 @@ async def _report(engine: Any, task_id: str, lease_id: str, kind: str, *,
                                  "error": error, "why": why}))
     if updated["status"] in ("completed", "failed"):
         engine.task_finished(flow_id, updated["seq"], task_id, updated["status"],
-                             result if kind == "complete" else (error or "").encode(), woken)
+                             error.encode(), woken)
     if delay is not None:
         engine.notify_queue_later(task["queue"], delay)
     return _public(updated)
@@ -252,11 +244,9 @@ async def report_many(engine: Any, reports: list[dict[str, Any]]) -> list[dict[s
     return list(await asyncio.gather(*(one(r) for r in reports)))
 
 
-def _is_duplicate(task: dict[str, Any], lease_id: str, kind: str, result: bytes | None,
-                  error: str | None) -> bool:
-    if kind == "complete":
-        return (task["status"] == "completed" and task["lease_id"] == lease_id
-                and bytes(task["result"] or b"") == (result or b""))
+def _is_duplicate_failure(task: dict[str, Any], lease_id: str, error: str) -> bool:
+    """A repeat of an accepted ``fail`` (a completion's duplicates are judged in SQL,
+    ``dwasm_finish_task``)."""
     if task["status"] == "failed":
         return task["lease_id"] == lease_id and task["error"] == error
     return (task["status"] == "pending" and task["lease_id"] == f"{lease_id}:failed"
