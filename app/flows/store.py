@@ -47,10 +47,6 @@ def b64(data: bytes | None) -> str | None:
 
 # --- modules -----------------------------------------------------------------------------------
 
-async def get_module_bytes(conn: Any, module_id: str) -> bytes | None:
-    return await conn.fetchval("SELECT bytes FROM modules WHERE id = $1", module_id)
-
-
 async def get_module_info(conn: Any, module_id: str) -> dict[str, Any] | None:
     row = await conn.fetchrow("SELECT id, imports::text AS imports, exports::text AS exports "
                               "FROM modules WHERE id = $1", module_id)
@@ -136,12 +132,6 @@ async def get_flow(conn: Any, flow_id: str, *, output: bool = False,
     if checkpoint:
         cols += ", checkpoint::text AS checkpoint"
     return _flow(await conn.fetchrow(f"SELECT {cols} FROM flows WHERE id = $1", flow_id))
-
-
-async def flow_state(conn: Any, flow_id: str) -> tuple[str, int] | None:
-    """(status, checkpoint_seq) of a flow, or None."""
-    row = await conn.fetchrow("SELECT status, checkpoint_seq FROM flows WHERE id = $1", flow_id)
-    return None if row is None else (row["status"], row["checkpoint_seq"])
 
 
 async def get_checkpoint(conn: Any, flow_id: str) -> tuple[str, dict[str, Any] | None] | None:
@@ -383,13 +373,6 @@ async def fetch_chunks(conn: Any, hashes: Sequence[str]) -> dict[str, bytes]:
     return {r["hash"]: r["data"] for r in rows}
 
 
-async def insert_chunks(conn: Any, chunks: dict[str, bytes]) -> None:
-    await conn.execute(
-        """INSERT INTO chunks (hash, data)
-           SELECT * FROM unnest($1::text[], $2::bytea[]) ON CONFLICT (hash) DO NOTHING""",
-        list(chunks), list(chunks.values()))
-
-
 # --- tasks -------------------------------------------------------------------------------------
 
 TASK_COLUMNS = """id, flow_id, seq, queue, status, attempt, max_attempts, visible_at, lease_id,
@@ -397,19 +380,6 @@ TASK_COLUMNS = """id, flow_id, seq, queue, status, attempt, max_attempts, visibl
 
 
 _TASK_COLUMNS_T = ", ".join("t." + c.strip() for c in TASK_COLUMNS.split(","))
-
-
-async def insert_tasks(conn: Any, tasks: Iterable[NewTask]) -> None:
-    """Outbox insert: ids derive from flow and sequence number, so a re-run inserts nothing."""
-    tasks = list(tasks)
-    await conn.execute(
-        """INSERT INTO tasks (id, flow_id, seq, queue, payload, status, max_attempts)
-           SELECT i, f, s, q, p, 'pending', m
-           FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::bytea[], $6::int[])
-                AS x(i, f, s, q, p, m)
-           ON CONFLICT (id) DO NOTHING""",
-        [t.id for t in tasks], [t.flow_id for t in tasks], [t.seq for t in tasks],
-        [t.queue for t in tasks], [t.payload for t in tasks], [t.max_attempts for t in tasks])
 
 
 async def lease_tasks(conn: Any, queue: str, lease_timeout: float,
@@ -430,21 +400,12 @@ async def lease_tasks(conn: Any, queue: str, lease_timeout: float,
     return sorted((dict(r) for r in rows), key=lambda r: (r.pop("visible_at"), r["id"]))
 
 
-async def next_visible_at(conn: Any, queue: str) -> datetime | None:
-    return await conn.fetchval(
-        "SELECT min(visible_at) FROM tasks WHERE queue = $1 AND status = 'pending'", queue)
-
-
 async def get_task(conn: Any, task_id: str, *, lock: bool = False,
                    payload: bool = False) -> dict[str, Any] | None:
     cols = TASK_COLUMNS + (", payload, result" if payload else "")
     row = await conn.fetchrow(
         f"SELECT {cols} FROM tasks WHERE id = $1{' FOR UPDATE' if lock else ''}", task_id)
     return None if row is None else dict(row)
-
-
-async def task_flow_id(conn: Any, task_id: str) -> str | None:
-    return await conn.fetchval("SELECT flow_id FROM tasks WHERE id = $1", task_id)
 
 
 async def lock_task_and_flow(conn: Any, task_id: str) -> dict[str, Any] | None:
