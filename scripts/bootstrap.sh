@@ -85,3 +85,33 @@ dwasm_bootstrap() {
         _dwasm_bootstrap
     fi
 }
+
+# The console's browser test drives Debian's chromium through Playwright (which never downloads
+# a browser here). Installed with apt when missing and we are root (or have password-less sudo);
+# otherwise the test skips with its reason, or fails under DWASM_REQUIRE_BROWSER=1.
+dwasm_ensure_chromium() {
+    if command -v chromium >/dev/null 2>&1 || [ "${DWASM_SKIP_BROWSER_INSTALL:-0}" = 1 ]; then
+        return 0
+    fi
+    local sudo=""
+    if [ "$(id -u)" != 0 ]; then
+        if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+            sudo="sudo -n"
+        else
+            _dwasm_say "chromium is not installed and apt needs root: the browser test will skip"
+            return 0
+        fi
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        _dwasm_say "chromium is not installed and there is no apt-get: the browser test will skip"
+        return 0
+    fi
+    _dwasm_say "installing chromium with apt-get for the console's browser test"
+    local pkgs=(chromium fonts-dejavu-core)
+    export DEBIAN_FRONTEND=noninteractive
+    if ! $sudo apt-get install -y -q --no-install-recommends "${pkgs[@]}" >/dev/null 2>&1; then
+        $sudo apt-get update -q >/dev/null 2>&1 || true
+        $sudo apt-get install -y -q --no-install-recommends "${pkgs[@]}" >/dev/null ||
+            _dwasm_say "warning: apt-get could not install chromium: the browser test will skip"
+    fi
+}
