@@ -9,9 +9,11 @@ is an admin token. A request names its token as ``Authorization: Bearer TOKEN``.
 * ``admin``: all of the above, plus queue policies and the cluster view.
 
 ``/healthz``, ``/readyz``, ``/metrics`` and the API documentation (``/docs``, ``/openapi.json``)
-need no token: probes and scrapers reach them from inside the deployment. Missing or unknown
-tokens are answered 401 with ``WWW-Authenticate: Bearer``, a known token without the scope 403,
-both as problem details. Tokens are compared in constant time.
+need no token: probes and scrapers reach them from inside the deployment. Neither do the web
+console's files (``/ui``, ``/ui/static/...``): they hold no data, and the console asks for a
+token when its API calls are answered 401. Missing or unknown tokens are answered 401 with
+``WWW-Authenticate: Bearer``, a known token without the scope 403, both as problem details.
+Tokens are compared in constant time.
 
 With no tokens configured every request is allowed: ``dwasm serve`` then listens on loopback
 only, and says so, unless started with ``--allow-no-auth`` (``DWASM_ALLOW_NO_AUTH=1``)
@@ -30,7 +32,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .problems import problem_response, problem_type
 
 SCOPES = ("client", "worker", "admin")
-OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json")
+OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json",
+              "/ui", "/ui/")
+OPEN_PREFIXES = ("/docs/", "/ui/static/")
 
 # (method or "*", path pattern, scope) — first match wins; admin may do everything.
 _RULES: list[tuple[str, re.Pattern[str], str]] = [
@@ -78,7 +82,7 @@ def parse_tokens(text: str | None) -> tuple[Token, ...]:
 
 def required_scope(method: str, path: str) -> str | None:
     """The scope a request needs; None for the open paths."""
-    if path in OPEN_PATHS or path.startswith("/docs/"):
+    if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
         return None
     for rule_method, pattern, scope in _RULES:
         if rule_method in ("*", method) and pattern.match(path):

@@ -33,8 +33,11 @@ def flow_routers() -> list[Any]:
     from forwarding.cluster_api import router as cluster_router
 
     from ..api.routers import flows, queues, tasks
+    from ..console import router as console_router
 
-    return [flows.router, tasks.router, queues.router, cluster_router]
+    # The console (/ui) calls these routers' endpoints, so it comes with them; its routes are
+    # not in the OpenAPI document.
+    return [flows.router, tasks.router, queues.router, cluster_router, console_router]
 
 
 def engine_factory(db: Any, settings: Any) -> FlowEngine:

@@ -1,0 +1,439 @@
+"""The web console (``/ui``, app/console/): its files over HTTP, then the real thing in Chromium
+(Playwright) against real servers: uvicorn + PostgreSQL (``start_live_server``), and two
+``dwasm serve`` processes sharing a real etcd for the console working through any node.
+
+The browser tests need Debian's ``chromium`` (never a downloaded browser) and the ``playwright``
+package. Without them they are skipped with the reason; with ``DWASM_REQUIRE_BROWSER=1`` (CI)
+they fail instead. Screenshots go to the test's ``tmp_path`` (their paths are printed) and, when
+``DWASM_TEST_ARTIFACTS`` names a directory, are copied there too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from flowkit import COUNTER_WAT, ONE_TASK_WAT, ROOT, TRAP_WAT, start, upload, wait_for, wat
+
+from topology.shards import shard_of
+
+ADMIN = "console-admin-token-0123"
+CLIENT = "console-client-token-0123"
+TOKENS = f"{ADMIN},client:{CLIENT}"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+# Playwright's auto-waiting assertions give up after this long (a flow finishes in well under).
+WAIT_MS = 10_000
+
+
+# --------------------------------------------------------------------------------------------
+# The files, over plain HTTP
+
+
+@pytest.fixture
+def token_server(start_live_server: Any) -> Any:
+    return start_live_server(api_tokens=TOKENS)
+
+
+def _asset_paths(index: str) -> list[str]:
+    return re.findall(r'(?:href|src)="(ui/static/[^"]+)"', index)
+
+
+def test_console_files_are_served_openly_with_types_and_cache_headers(
+        token_server: Any) -> None:
+    server = token_server
+    with httpx.Client(base_url=server.url, timeout=30) as anon:
+        page = anon.get("/ui")
+        assert page.status_code == 200, page.text
+        assert page.headers["content-type"] == "text/html; charset=utf-8"
+        assert page.headers["cache-control"] == "no-cache"
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        assert _matches_etag(anon, "/ui", page.headers["etag"])
+        assets = _asset_paths(page.text)
+        assert {p.rsplit("/", 1)[1] for p in assets} == {"icon.svg", "style.css", "app.js"}
+        version = assets[0].split("/")[2]
+        assert re.fullmatch(r"[0-9a-f]{12}", version) and all(version in p for p in assets)
+
+        # Every module the page loads, following relative imports from app.js, is served.
+        types = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
+                 ".svg": "image/svg+xml"}
+        seen: set[str] = set()
+        todo = [f"/{p}" for p in assets]
+        while todo:
+            path = todo.pop()
+            if path in seen:
+                continue
+            seen.add(path)
+            r = anon.get(path)
+            assert r.status_code == 200, (path, r.text)
+            assert r.headers["content-type"] == types[Path(path).suffix], path
+            assert r.headers["cache-control"] == "public, max-age=31536000, immutable", path
+            assert r.headers["x-content-type-options"] == "nosniff"
+            # Nothing is fetched from anywhere else: no absolute URLs but the SVG namespace.
+            assert not re.findall(r"https?://(?!www\.w3\.org/2000/svg)", r.text), path
+            base = path.rsplit("/", 1)[0]
+            for spec in re.findall(r'\bfrom "(\.\.?/[^"]+)"', r.text):
+                todo.append(os.path.normpath(f"{base}/{spec}"))
+        assert {f"/ui/static/{version}/{name}.js" for name in (
+            "api", "dom", "timeline", "flows", "modules", "queues", "cluster")} <= seen
+
+        js = anon.get(f"/ui/static/{version}/app.js")
+        assert anon.get(f"/ui/static/{version}/app.js",
+                        headers={"If-None-Match": js.headers["etag"]}).status_code == 304
+        head = anon.head(f"/ui/static/{version}/app.js")
+        assert head.status_code == 200 and head.content == b""
+        assert int(head.headers["content-length"]) == len(js.content)
+        # Another release's (or no) version: still served, but revalidated every time.
+        for other in ("/ui/static/app.js", "/ui/static/000000000000/app.js"):
+            r = anon.get(other)
+            assert (r.status_code, r.headers["cache-control"]) == (200, "no-cache"), other
+            assert r.content == js.content
+
+        for missing in ("/ui/static/nope.js", f"/ui/static/{version}/%2e%2e/router.py",
+                        "/ui/static/%2e%2e/%2e%2e/router.py", "/ui/static/views"):
+            r = anon.get(missing)
+            assert r.status_code == 404, missing
+            assert r.headers["content-type"].startswith("application/problem+json")
+        slash = anon.get("/ui/", follow_redirects=False)
+        assert (slash.status_code, slash.headers["location"]) == (308, "../ui")
+
+        # The page is open; the API behind it is not. And the API document is unchanged.
+        assert anon.get("/v1/flows").status_code == 401
+        paths = anon.get("/openapi.json").json()["paths"]
+        assert paths and not [p for p in paths if p.startswith("/ui")]
+
+
+def test_every_console_file_is_package_data() -> None:
+    """An installed wheel has only the files pyproject.toml's package-data names."""
+    import tomllib
+
+    package = ROOT / "app" / "console"
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["app.console"]
+    shipped = {p for pattern in patterns for p in package.glob(pattern) if p.is_file()}
+    files = {p for p in (package / "static").rglob("*") if p.is_file()}
+    assert files and files <= shipped, sorted(str(p) for p in files - shipped)
+
+
+def _matches_etag(client: httpx.Client, path: str, etag: str) -> bool:
+    return client.get(path, headers={"If-None-Match": f'W/{etag}, "other"'}).status_code == 304
+
+
+# --------------------------------------------------------------------------------------------
+# In the browser
+
+
+def _need_browser(reason: str) -> None:
+    if os.environ.get("DWASM_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"DWASM_REQUIRE_BROWSER=1 but {reason}", pytrace=False)
+    pytest.skip(f"BROWSER TESTS SKIPPED: {reason} (set DWASM_REQUIRE_BROWSER=1 to fail instead)")
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Chromium, for one test. Playwright's sync API keeps an event loop running on this
+    thread while it is open, and the database fixtures use ``asyncio.run``: so a test asks for
+    its server before its page (fixtures are set up in the order of the test's arguments) and
+    starts no server once the browser is up."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _need_browser("the playwright package is not installed (pip install -e '.[test]')")
+    executable = shutil.which("chromium") or ("/usr/bin/chromium"
+                                              if os.access("/usr/bin/chromium", os.X_OK) else None)
+    if executable is None:
+        _need_browser("no chromium executable (Debian: apt-get install chromium)")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+class Shots:
+    """Full-page screenshots into tmp_path (and DWASM_TEST_ARTIFACTS when set)."""
+
+    def __init__(self, tmp_path: Path, test_name: str) -> None:
+        self.tmp_path = tmp_path
+        self.test_name = test_name
+        self.saved: list[Path] = []
+
+    def take(self, page: Any, name: str) -> Path:
+        path = self.tmp_path / f"console-{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        print(f"screenshot: {path}")
+        target = os.environ.get("DWASM_TEST_ARTIFACTS")
+        if target:
+            Path(target).mkdir(parents=True, exist_ok=True)
+            copy = Path(target) / f"{self.test_name}-{name}.png"
+            shutil.copyfile(path, copy)
+            print(f"screenshot: {copy}")
+        self.saved.append(path)
+        return path
+
+    @contextlib.contextmanager
+    def on_failure(self, page: Any) -> Iterator[None]:
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.take(page, "failure")
+            raise
+
+
+@pytest.fixture
+def shots(tmp_path: Path, request: pytest.FixtureRequest) -> Shots:
+    return Shots(tmp_path, request.node.name)
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh tab (its own context: no sessionStorage carried over). Script errors in the page
+    fail the test; the browser's own log lines for the 4xx answers the test provokes do not."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    tab.on("console", lambda msg: errors.append(msg.text) if msg.type == "error"
+           and not re.search(r"status of (401|403|422)\b", msg.text) else None)
+    try:
+        yield tab
+    finally:
+        context.close()
+    assert not errors, f"errors in the page: {errors}"
+
+
+def test_console_shows_flows_modules_queues_and_cluster(live_server: Any, page: Any,
+                                                        shots: Shots) -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=WAIT_MS)
+    url = live_server.url
+    with live_server.client() as api, shots.on_failure(page):
+        hello = upload(api, "hello")
+        parent_module = upload(api, "parent")
+        counter = start(api, upload(api, wat(COUNTER_WAT)))
+        counter_module = counter["module"]
+        one_task = start(api, upload(api, wat(ONE_TASK_WAT)))
+        trap = start(api, upload(api, wat(TRAP_WAT)))
+        parent = start(api, parent_module, args=[hello])
+        wait_for(api, parent["id"])
+        wait_for(api, trap["id"])
+        wait_for(api, one_task["id"], ("waiting",))
+        child = api.get("/v1/flows", params={"parent": parent["id"]}).json()["items"]
+        assert len(child) == 1
+
+        # Start a flow from its module's page; its page follows it to the end.
+        page.goto(f"{url}/ui#/modules/{hello}")
+        expect(page.get_by_role("heading", name=hello)).to_be_visible()
+        page.get_by_label("stdin").fill("Ada")
+        page.get_by_role("button", name="Start flow").click()
+        expect(page).to_have_url(re.compile(r"#/flows/f-"))
+        started_id = page.url.rsplit("/", 1)[1]
+        expect(page.get_by_test_id("flow-status")).to_have_text("completed")
+        expect(page.get_by_test_id("stdout")).to_have_text("Hello, Ada!\n")
+        expect(page.get_by_test_id("result")).to_contain_text("exit code 0")
+        timeline = page.get_by_test_id("timeline")
+        for kind in ("started", "exit", "checkpoint"):
+            expect(timeline.locator(f"circle.tl-event[data-type={kind}]")).to_have_count(1)
+        expect(page.get_by_test_id("events-table").locator("tbody tr")).to_have_count(
+            len(api.get(f"/v1/flows/{started_id}/events").json()["items"]))
+        assert api.get(f"/v1/flows/{started_id}").json()["stdout"] == "Hello, Ada!\n"
+        shots.take(page, "flow")
+
+        # A waiting flow: one signal from the page's form, two from outside; the page refreshes
+        # by itself until the flow is done.
+        page.goto(f"{url}/ui#/flows/{counter['id']}")
+        expect(page.get_by_test_id("flow-status")).to_have_text("waiting")
+        expect(page.get_by_test_id("waiting")).to_contain_text("signal “tick”")
+        page.get_by_role("button", name="Send").click()
+        expect(page.get_by_test_id("error-banner")).to_contain_text("Signal “tick” sent.")
+        expect(page.locator("circle.tl-event[data-type=signal]")).to_have_count(1)
+        for _ in range(2):
+            assert api.post(f"/v1/flows/{counter['id']}/signals/tick").status_code == 202
+        expect(page.get_by_test_id("flow-status")).to_have_text("completed")
+        expect(page.get_by_test_id("stdout")).to_have_text("hi\n")
+        expect(page.get_by_test_id("result")).to_contain_text("exit code 3")
+        expect(page.locator("circle.tl-event[data-type=signal]")).to_have_count(3)
+        expect(page.get_by_role("button", name="Cancel flow")).to_have_count(0)
+
+        # A failed flow shows its error and stderr.
+        page.goto(f"{url}/ui#/flows/{trap['id']}")
+        expect(page.get_by_test_id("flow-status")).to_have_text("failed")
+        expect(page.get_by_test_id("result")).to_contain_text("Failed")
+        expect(page.get_by_test_id("stderr")).to_have_text("oops\n")
+
+        # The list, its filters and its pages.
+        page.goto(f"{url}/ui#/flows")
+        rows = page.get_by_test_id("flows-table").locator("tbody tr")
+        expect(rows).to_have_count(6)
+        shots.take(page, "flows")
+        page.get_by_label("Status").select_option("waiting")
+        page.get_by_role("button", name="Apply").click()
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_contain_text(one_task["id"])
+        page.get_by_role("link", name="Clear").click()
+        expect(rows).to_have_count(6)  # the page is drawn again, with an empty form
+        page.get_by_label("Module").fill(counter_module)
+        page.get_by_role("button", name="Apply").click()
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_contain_text(counter["id"])
+        page.goto(f"{url}/ui#/flows?parent={parent['id']}")
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_contain_text(child[0]["id"])
+        page.goto(f"{url}/ui#/flows?limit=4")
+        expect(rows).to_have_count(4)
+        page.get_by_role("link", name="Older →").click()
+        expect(rows).to_have_count(2)
+        expect(page.get_by_role("link", name="Older →")).to_have_count(0)
+        page.get_by_role("link", name="← Newest").click()
+        expect(rows).to_have_count(4)
+        # A bad filter: the API's problem (RFC 9457) is shown, the form stays.
+        page.goto(f"{url}/ui#/flows?module=not-a-module")
+        banner = page.get_by_test_id("error-banner")
+        expect(banner).to_contain_text("422")
+        expect(banner).to_contain_text("query.module")
+        expect(page.get_by_label("Module")).to_have_value("not-a-module")
+
+        # Modules, queues, cluster: real data.
+        page.get_by_role("link", name="Modules", exact=True).click()
+        modules = page.get_by_test_id("modules-table").locator("tbody tr")
+        expect(modules).to_have_count(5)
+        expect(page.get_by_test_id("modules-table")).to_contain_text(hello[:23])
+
+        page.get_by_role("link", name="Queues", exact=True).click()
+        work = page.locator("tr[data-queue=work]")
+        expect(work).to_contain_text("1 pending · 0 leased")
+        expect(work.locator("td").nth(3)).to_have_text("3")  # the default max attempts
+        shots.take(page, "queues")
+
+        cluster = api.get("/v1/cluster").json()
+        page.get_by_role("link", name="Cluster", exact=True).click()
+        expect(page.get_by_text("single node", exact=True)).to_be_visible()
+        expect(page.get_by_text(cluster["node_id"], exact=True).first).to_be_visible()
+        expect(page.get_by_test_id("map-version")).to_have_text(str(cluster["version"]))
+        expect(page.get_by_test_id("shard-grid").locator(".shard")).to_have_count(
+            cluster["shards"])
+        shots.take(page, "cluster")
+
+
+def test_console_asks_for_a_token_and_keeps_it_in_the_tab(token_server: Any, page: Any,
+                                                          shots: Shots) -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=WAIT_MS)
+    server = token_server
+    with shots.on_failure(page):
+        page.goto(f"{server.url}/ui")
+        form = page.get_by_test_id("token-form")
+        expect(form).to_be_visible()
+        page.get_by_label("API token").fill("not-a-token-of-this-node")
+        page.get_by_role("button", name="Use token").click()
+        expect(form).to_contain_text("The token was not accepted")
+        shots.take(page, "token")
+
+        page.get_by_label("API token").fill(CLIENT)
+        page.get_by_role("button", name="Use token").click()
+        expect(page.get_by_text("No flows yet.")).to_be_visible()
+        assert page.evaluate("sessionStorage.getItem('dwasm.console.token')") == CLIENT
+
+        # The cluster view needs the admin scope: the 403 problem is shown, with a way out.
+        page.get_by_role("link", name="Cluster", exact=True).click()
+        banner = page.get_by_test_id("error-banner")
+        expect(banner).to_contain_text("403")
+        expect(banner).to_contain_text("this token lacks the 'admin' scope")
+        shots.take(page, "forbidden")
+        banner.get_by_role("button", name="Use another token").click()
+        page.get_by_label("API token").fill(ADMIN)
+        page.get_by_role("button", name="Use token").click()
+        expect(page.get_by_test_id("shard-grid").locator(".shard")).to_have_count(256)
+
+        page.reload()  # the token lives as long as the tab
+        expect(page.get_by_test_id("shard-grid").locator(".shard")).to_have_count(256)
+        page.get_by_role("button", name="forget").click()
+        expect(page.get_by_test_id("token-form")).to_be_visible()
+
+
+# --------------------------------------------------------------------------------------------
+# Through any node of a cluster
+
+CLUSTER_SHARDS = 8
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def two_nodes(etcd_server: Any, database_url: str, spawn_server: Any) -> list[str]:
+    """Two ``dwasm serve`` processes (n0, n1) sharing one etcd and one database, once every
+    shard has an owner and both nodes route with the same map; their URLs."""
+    ports = [_free_port() for _ in range(2)]
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
+    for i, port in enumerate(ports):
+        spawn_server(database_url, port=port, env={
+            "DWASM_ETCD": etcd_server.endpoint, "DWASM_NODE_ID": f"n{i}",
+            "DWASM_ADVERTISE_URL": urls[i], "DWASM_CLUSTER_SECRET": "console-test-secret",
+            "DWASM_SHARDS": str(CLUSTER_SHARDS), "DWASM_LEASE_TTL": "2",
+            "DWASM_SHUTDOWN_GRACE": "1"})  # the test stops them: no need to hand over
+    deadline = time.monotonic() + 60
+    while True:
+        views = [httpx.get(f"{u}/v1/cluster", timeout=10).json() for u in urls]
+        owners = [{a.get("owner") for a in v.get("assignments") or [{}]} for v in views]
+        settled = all(o == {"n0", "n1"} for o in owners) and len(
+            {v["version"] for v in views}) == 1 and not any(
+            a.get("next_owner") for v in views for a in v["assignments"])
+        if settled:
+            return urls
+        assert time.monotonic() < deadline, f"the cluster did not settle: {views}"
+        time.sleep(0.1)
+
+
+def test_console_works_through_any_node_of_a_cluster(two_nodes: list[str], page: Any,
+                                                     shots: Shots) -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=WAIT_MS)
+    n0, n1 = two_nodes
+    view = httpx.get(f"{n1}/v1/cluster", timeout=10).json()
+    owner = [a["owner"] for a in view["assignments"]]
+    # A flow that n0 owns, watched and signalled through n1 (which forwards the signal).
+    flow_id = next(f"console-{i}" for i in range(1000)
+                   if owner[shard_of(f"console-{i}", CLUSTER_SHARDS)] == "n0")
+    with httpx.Client(base_url=n0, timeout=30) as api, shots.on_failure(page):
+        start(api, upload(api, wat(COUNTER_WAT)), id=flow_id)
+        wait_for(api, flow_id, ("waiting",))
+
+        page.goto(f"{n1}/ui#/flows/{flow_id}")
+        expect(page.get_by_test_id("flow-status")).to_have_text("waiting")
+        for sent in range(1, 4):
+            page.get_by_role("button", name="Send").click()
+            expect(page.locator("circle.tl-event[data-type=signal]")).to_have_count(sent)
+        expect(page.get_by_test_id("flow-status")).to_have_text("completed")
+        expect(page.get_by_test_id("stdout")).to_have_text("hi\n")
+        checkpoints = [e["data"].get("node") for e in api.get(
+            f"/v1/flows/{flow_id}/events").json()["items"] if e["type"] == "checkpoint"]
+        assert checkpoints and set(checkpoints) == {"n0"}, checkpoints
+
+        page.get_by_role("link", name="Cluster", exact=True).click()
+        expect(page.get_by_test_id("members-table").locator("tbody tr")).to_have_count(2)
+        expect(page.get_by_test_id("members-table")).to_contain_text("n1 (this node)")
+        expect(page.get_by_test_id("map-version")).to_have_text(str(view["version"]))
+        grid = page.get_by_test_id("shard-grid")
+        expect(grid.locator(".shard")).to_have_count(CLUSTER_SHARDS)
+        expect(grid.locator(".shard.owner-0")).to_have_count(owner.count("n0"))
+        expect(grid.locator(".shard.owner-1")).to_have_count(owner.count("n1"))
+        shots.take(page, "cluster")
