@@ -349,7 +349,8 @@ def _parser() -> argparse.ArgumentParser:
     resume_parser.set_defaults(handler=_cmd_resume)
     service_env = ("environment: DWASM_DATABASE_URL (default: an embedded PostgreSQL in "
                    "DWASM_DATA_DIR, default ./.dwasm), DWASM_MAX_PAYLOAD, DWASM_MAX_MODULE_SIZE, "
-                   "DWASM_LOG_LEVEL; see app/api/settings.py")
+                   "DWASM_LOG_LEVEL, DWASM_LOG_FORMAT (json|text), DWASM_API_TOKENS; see "
+                   "app/api/settings.py and docs/operations.md")
     serve_parser = commands.add_parser(
         "serve", help="run the dwasm service (HTTP API)",
         description="Serve the dwasm HTTP API until SIGTERM/SIGINT. Applies pending database "

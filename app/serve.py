@@ -6,7 +6,9 @@ clear line, before anything listens); bind the socket; serve with uvicorn until 
 SIGINT; then stop uvicorn (in-flight requests finish, the lifespan shuts the engine down),
 close the pool, and stop the embedded PostgreSQL unless another dwasm process still uses it.
 Progress lines go to stderr; the ``listening on http://HOST:PORT`` line carries the real port,
-so ``--port 0`` (any free port) is usable by scripts and tests.
+so ``--port 0`` (any free port) is usable by scripts and tests. Log lines (uvicorn's included,
+and one access line per request in place of uvicorn's) go to stderr as well, as JSON or text
+(``DWASM_LOG_FORMAT``, :mod:`app.observability.logs`).
 
 :func:`build_app` is the complete service: the core app (:func:`app.api.app.create_app`) plus
 what :mod:`app.flows.service` adds (engine, routers, lifespan hooks).
@@ -176,8 +178,10 @@ async def _serve(settings: Settings, url: str, stop: _StopSignals,
     try:
         sock = _bind(settings.host, settings.port)
         app = build_app(settings, db)
-        config = uvicorn.Config(app, log_level=settings.log_level,
-                                lifespan="on", timeout_graceful_shutdown=10)
+        # log_config=None: uvicorn's loggers keep the handler configure_logging installed;
+        # its access lines give way to the request middleware's.
+        config = uvicorn.Config(app, log_level=settings.log_level, log_config=None,
+                                access_log=False, lifespan="on", timeout_graceful_shutdown=10)
 
         class Server(uvicorn.Server):
             """The first SIGTERM/SIGINT starts the drain (``watch`` below), which ends by
@@ -246,6 +250,9 @@ def serve(host: str | None = None, port: int | None = None, *,
                             settings.allow_no_auth)
     except (SettingsError, AuthConfigError) as exc:
         raise ServeError(f"bad configuration: {exc}") from None
+    from .observability.logs import configure_logging, node_id_for
+
+    configure_logging(settings.log_level, settings.log_format, node=node_id_for(settings))
 
     stop = _StopSignals()
     with stop.installed():

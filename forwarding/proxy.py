@@ -16,6 +16,11 @@ A shard in handoff is waited for up to ``handoff_wait``, then 503 with ``Retry-A
 shard without a reachable owner, until the deadline. Every retry stays within ``deadline``
 seconds of the request's arrival, and a request is never forwarded by the node it was
 forwarded to (that node answers 421 instead).
+
+The client's headers go along (:func:`outbound_headers`), ``X-Request-Id`` included: the
+service's request middleware (:mod:`app.observability.requests`) has put the id this node logs
+under into the request's headers, so the owner logs under the same one. It is not signed: it
+names a request for the logs and gives the owner nothing to trust.
 """
 
 from __future__ import annotations

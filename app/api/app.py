@@ -9,11 +9,13 @@ Extension points (for the flow engine and its routers)::
 
 Start-up order (the lifespan): connect the database (unless ``db`` was given: then the caller
 owns it and closes it), apply pending migrations (``settings.migrate_on_start``), set
-``app.state.db``, build the engine with ``engine_factory(db, settings)`` into
-``app.state.engine`` and await its ``start()`` if it has one, then enter each lifespan hook in
-order. Shut-down runs the same in reverse: hooks exit, ``await engine.stop()``, the pool
-closes. A hook may register readiness checks in ``app.state.ready_checks[name]`` and metrics
-in ``app.state.metrics``; routers reach all of these through :mod:`app.api.deps`.
+``app.state.db``, start the event-loop lag monitor (:mod:`app.observability.loop_lag`), build
+the engine with ``engine_factory(db, settings)`` into ``app.state.engine``, take this node's id
+(``app.state.node_id``: the engine's topology's, for the logs and ``dwasm_build_info``) and
+await the engine's ``start()`` if it has one, then enter each lifespan hook in order.
+Shut-down runs the same in reverse: hooks exit, ``await engine.stop()``, the monitor stops,
+the pool closes. A hook may register readiness checks in ``app.state.ready_checks[name]`` and
+metrics in ``app.state.metrics``; routers reach all of these through :mod:`app.api.deps`.
 
 Conventions every router follows: ``tags=[<resource>]`` on the router and ``name=<verb>`` on
 each route, giving operationIds ``<tag>_<verb>`` (:func:`operation_id`); errors are raised as
@@ -39,6 +41,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from forwarding.middleware import ForwardingMiddleware
 
 from ..db import Database, migrate
+from ..observability.logs import NODE, node_id_for
+from ..observability.loop_lag import loop_lag_monitor
+from ..observability.requests import RequestContextMiddleware, RouteRecorder, route_template
 from .auth import AuthConfigError, AuthMiddleware, parse_tokens
 from .limits import BodyLimitMiddleware
 from .metrics import Registry
@@ -92,11 +97,31 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = route_template(scope) or "unmatched"
             method = scope.get("method", "")
             self.requests.inc(method=method, route=template, status=str(status))
             self.latency.observe(time.perf_counter() - began, method=method, route=template)
+
+
+def _identify_node(app: FastAPI, engine: Any) -> None:
+    """This node's id (the engine's topology's, when it has one) for the log lines of the app
+    and of the work started from its lifespan, and ``dwasm_build_info``."""
+    node = getattr(getattr(engine, "topology", None), "node_id", None) or app.state.node_id
+    app.state.node_id = node
+    NODE.set(node)  # the lifespan's task: the engine's loops started from here inherit it
+    app.state.metrics.gauge(
+        "dwasm_build_info", "Always 1: the version of dwasm this node runs, and its id.",
+        ["version", "node"]).set(1, version=dwasm_version(), node=node)
+
+
+def dwasm_version() -> str:
+    """The installed package's version (the API's when dwasm is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dwasm")
+    except PackageNotFoundError:
+        return API_VERSION
 
 
 def _problem_media_types(schema: dict[str, Any]) -> dict[str, Any]:
@@ -138,9 +163,11 @@ def create_app(settings: Settings, db: Database | None = None, *,
                 await migrate(database)
             app.state.db = database
             async with contextlib.AsyncExitStack() as stack:
-                if engine_factory is not None:
-                    engine = engine_factory(database, settings)
-                    app.state.engine = engine
+                await stack.enter_async_context(loop_lag_monitor(app.state.metrics))
+                engine = engine_factory(database, settings) if engine_factory else None
+                app.state.engine = engine
+                _identify_node(app, engine)
+                if engine is not None:
                     if callable(getattr(engine, "start", None)):
                         await engine.start()
                     if callable(getattr(engine, "stop", None)):
@@ -161,13 +188,16 @@ def create_app(settings: Settings, db: Database | None = None, *,
         openapi_tags=[*CORE_TAGS, *tags], generate_unique_id_function=operation_id)
     app.state.settings = settings
     app.state.metrics = Registry()
+    app.state.node_id = node_id_for(settings)  # the topology's, once the engine has one
     app.state.db = None
     app.state.engine = None
     app.state.ready_checks = {}
     for router in (*CORE_ROUTERS, *routers):
         app.include_router(router)
     # Each middleware added wraps the previous ones: metrics see every response, 413s from the
-    # limit included, and the problem handlers' catch-all for unexpected errors is outermost.
+    # limit included, and the problem handlers' catch-all for unexpected errors is outside them.
+    # Innermost, the route the router matched is recorded for the outer ones to read.
+    app.add_middleware(RouteRecorder)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_body)
     # Writes for flows of other nodes go to their owners (forwarding/, docs/cluster.md); with
     # no topology (tools, tests) or on a single node everything is served here.
@@ -180,6 +210,9 @@ def create_app(settings: Settings, db: Database | None = None, *,
     app.add_middleware(AuthMiddleware, tokens=tokens)
     app.add_middleware(MetricsMiddleware, registry=app.state.metrics)
     install_problem_handlers(app)
+    # Outermost: the request id and log context cover everything above, and the access line
+    # has the final status of every answer (app.observability.requests).
+    app.add_middleware(RequestContextMiddleware)
 
     def pool_samples() -> list[tuple[dict[str, str], float]]:
         database = app.state.db

@@ -9,7 +9,10 @@
 - ``DWASM_MAX_MODULE_SIZE`` (``64MiB``): largest wasm module upload.
 - ``DWASM_DB_POOL_MIN`` / ``DWASM_DB_POOL_MAX`` (1 / 10): connection pool size.
 - ``DWASM_DB_CONNECT_TIMEOUT`` (30): seconds to keep retrying an unreachable database at start.
-- ``DWASM_LOG_LEVEL`` (``info``): uvicorn's log level (``warning`` hides access lines).
+- ``DWASM_LOG_LEVEL`` (``info``): the level of every log line, uvicorn's included
+  (``warning`` hides the access lines).
+- ``DWASM_LOG_FORMAT`` (``json`` unless stderr is a terminal, then ``text``): ``json`` writes
+  one JSON object per line (docs/observability.md), ``text`` a readable line.
 - ``DWASM_ADVERTISE_URL`` (``http://<host>:<port>``): how other nodes reach this one; cluster
   mode (``DWASM_ETCD`` and the rest, ``topology.config``) needs it when binding 0.0.0.0.
 - ``DWASM_API_TOKENS`` (none): comma-separated ``SCOPES:TOKEN`` entries, scopes ``client``,
@@ -70,6 +73,8 @@ class Settings(BaseModel):
     db_pool_max: int = Field(10, ge=1)
     db_connect_timeout: float = Field(30.0, ge=0)
     log_level: str = "info"
+    #: ``json`` or ``text``; None: json unless stderr is a terminal (app.observability.logs).
+    log_format: str | None = None
     #: How peers (and the shard map) reach this node; default http://<host>:<port>.
     advertise_url: str | None = None
     #: Bearer tokens with scopes (app.api.auth); none: no authentication, loopback only.
@@ -98,6 +103,16 @@ class Settings(BaseModel):
             raise ValueError("must be one of critical, error, warning, info, debug, trace")
         return value
 
+    @field_validator("log_format")
+    @classmethod
+    def _known_format(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        value = value.lower()
+        if value not in ("json", "text"):
+            raise ValueError("must be json or text")
+        return value
+
     @property
     def max_request_body(self) -> int:
         """The cap on any request body, enforced before a handler runs.
@@ -115,6 +130,7 @@ class Settings(BaseModel):
         values: dict[str, Any] = {}
         names = {"database_url": "DWASM_DATABASE_URL", "data_dir": "DWASM_DATA_DIR",
                  "host": "DWASM_HOST", "port": "DWASM_PORT", "log_level": "DWASM_LOG_LEVEL",
+                 "log_format": "DWASM_LOG_FORMAT",
                  "db_pool_min": "DWASM_DB_POOL_MIN", "db_pool_max": "DWASM_DB_POOL_MAX",
                  "db_connect_timeout": "DWASM_DB_CONNECT_TIMEOUT",
                  "advertise_url": "DWASM_ADVERTISE_URL", "api_tokens": "DWASM_API_TOKENS",

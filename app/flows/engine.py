@@ -29,11 +29,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import hashlib
 import json
 import logging
 import secrets
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -43,6 +45,8 @@ import asyncpg
 import vm
 from topology.fencing import FencedError, check_epoch
 
+from ..observability.flows import FlowMetrics
+from ..observability.logs import FLOW_ID
 from . import store
 from .chunks import ChunkStore
 from .errors import FlowError
@@ -135,6 +139,7 @@ class FlowEngine:
         self._listener: Any = None
         self.stats: collections.Counter[str] = collections.Counter()
         self.metrics = metrics
+        self.flow_metrics: FlowMetrics | None = None
         self._setup_metrics()
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -160,6 +165,7 @@ class FlowEngine:
         self._loops = [asyncio.create_task(self._timer_loop(), name="dwasm-timers"),
                        asyncio.create_task(self._reaper_loop(), name="dwasm-reaper"),
                        asyncio.create_task(self._listen_loop(), name="dwasm-wake-listener")]
+        self._start_active_count()
         log.info("flow engine started; resumed %d flows", len(ids))
 
     async def stop(self, timeout: float = 10.0) -> None:
@@ -370,6 +376,7 @@ class FlowEngine:
 
     async def _drive(self, flow_id: str) -> None:
         assert self._slots is not None
+        FLOW_ID.set(flow_id)  # this task's log lines (and its steps' threads) are the flow's
         try:
             while self._running:
                 self._again.discard(flow_id)
@@ -399,6 +406,8 @@ class FlowEngine:
 
     def forget(self, flow_id: str) -> None:
         """Drop a flow from memory (it was cancelled)."""
+        if self.flow_metrics is not None:
+            self.flow_metrics.flow_finished("cancelled")
         if flow_id in self._active:
             self._dropped.add(flow_id)
         self._arrivals.pop(flow_id, None)
@@ -410,7 +419,9 @@ class FlowEngine:
     # --- one activation -----------------------------------------------------------------------
 
     async def _thread(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        """``fn(*args)`` in the pool, in a copy of the caller's context (its log context)."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self.executor, contextvars.copy_context().run, fn, *args)
 
     async def module(self, module_id: str) -> vm.Module:
         """The decoded module ``module_id`` (cached); FlowSetupError if not stored."""
@@ -447,6 +458,8 @@ class FlowEngine:
             row = await store.get_flow(self.db.pool, flow_id, checkpoint=True)
             if row is None or row["status"] != "running":
                 return
+            if row["checkpoint"] is None and self.flow_metrics is not None:
+                self.flow_metrics.flow_started()
             try:
                 run = await self._load(row)
             except FlowSetupError as exc:
@@ -666,6 +679,7 @@ class FlowEngine:
         fence = self.fence_of(flow_id)
         if fence is False:  # the shard went away meanwhile: the new owner takes over
             return None
+        began = time.perf_counter()
         try:
             written = await store.commit_checkpoint(
                 self.db.pool, cp, run.consumed_signals, fence,
@@ -691,7 +705,7 @@ class FlowEngine:
         run.committed(cap, new_seq)
         self.chunks.cache.put_all(cap.chunks.items())
         self.stats["checkpoints"] += 1
-        self._observe_checkpoint(cap)
+        self._observe_checkpoint(cap, cp, time.perf_counter() - began)
         self._after_commit(run, cp)
         return cp.status
 
@@ -775,6 +789,10 @@ class FlowEngine:
         except FencedError as exc:
             await self.fenced(exc.shard, exc.epoch)
             return False
+        if written is not None:
+            log.info("flow %s failed: %s", flow_id, error)
+            if self.flow_metrics is not None:
+                self.flow_metrics.flow_finished("failed")
         return written is not None
 
     # --- loops --------------------------------------------------------------------------------
@@ -847,16 +865,49 @@ class FlowEngine:
             m.gauge_callback("dwasm_flows_in_memory", "Flows loaded in this process.",
                              ["state"], lambda: [({"state": "running"}, float(len(self._active))),
                                                  ({"state": "cached"}, float(len(self._warm)))])
+            self.flow_metrics = FlowMetrics(m)
         except Exception:  # a registry without these features: metrics are optional
             log.debug("flow metrics unavailable", exc_info=True)
             self.metrics = None
+            self.flow_metrics = None
+        self._start_active_count()
 
-    def _observe_checkpoint(self, cap: Capture) -> None:
+    def _start_active_count(self) -> None:
+        """Count the active flows every few seconds while the engine runs with metrics."""
+        if self._running and self.flow_metrics is not None and not any(
+                t.get_name() == "dwasm-active-flows" and not t.done() for t in self._loops):
+            self._loops.append(asyncio.create_task(self._active_loop(),
+                                                   name="dwasm-active-flows"))
+
+    async def _active_loop(self) -> None:
+        while self._running and self.flow_metrics is not None:
+            try:
+                await self.flow_metrics.count_active(self.db.pool, self.shards())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the gauge keeps its last values
+                log.debug("counting active flows: %r", exc)
+            await asyncio.sleep(self.flow_metrics.active_interval)
+
+    def _observe_checkpoint(self, cap: Capture, cp: store.Checkpoint, seconds: float) -> None:
+        """A checkpoint was committed: its size and timings, the tasks it scheduled and the
+        flow's end when it is a final one."""
+        if cp.status == "failed":
+            log.info("flow %s failed: %s", cp.flow_id, cp.error)
+        elif cp.status == "completed":
+            log.debug("flow %s completed with exit code %s", cp.flow_id, cp.exit_code)
         if self.metrics is None:
             return
         self._m_checkpoints.inc()
         self._m_checkpoint_bytes.observe(sum(len(c) for c in cap.chunks.values()))
         self._m_checkpoint_seconds.observe(cap.seconds)
+        fm = self.flow_metrics
+        if fm is not None:
+            fm.commit_seconds.observe(seconds)
+            if cp.tasks:
+                fm.tasks_created([t.queue for t in cp.tasks])
+            if cp.status in ("completed", "failed"):
+                fm.flow_finished(cp.status)
 
 
 def _ranges(numbers: list[int]) -> str:

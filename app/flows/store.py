@@ -385,7 +385,7 @@ _TASK_COLUMNS_T = ", ".join("t." + c.strip() for c in TASK_COLUMNS.split(","))
 async def lease_tasks(conn: Any, queue: str, lease_timeout: float,
                       limit: int) -> list[dict[str, Any]]:
     """Lease up to ``limit`` of the oldest visible pending tasks of ``queue`` (each with its
-    own lease id), oldest first."""
+    own lease id), oldest first. ``waited``: seconds each was leasable before (for metrics)."""
     rows = await conn.fetch(
         """UPDATE tasks t SET status = 'leased', attempt = t.attempt + 1,
                   lease_id = replace(gen_random_uuid()::text, '-', ''),
@@ -395,7 +395,8 @@ async def lease_tasks(conn: Any, queue: str, lease_timeout: float,
                  ORDER BY visible_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) AS pick
            WHERE t.id = pick.id
            RETURNING t.id, t.flow_id, t.queue, t.payload, t.attempt, t.max_attempts,
-                     t.lease_id, t.lease_until, t.visible_at""",
+                     t.lease_id, t.lease_until, t.visible_at,
+                     extract(epoch FROM now() - t.visible_at)::float8 AS waited""",
         queue, lease_timeout, limit)
     return sorted((dict(r) for r in rows), key=lambda r: (r.pop("visible_at"), r["id"]))
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from topology.fencing import FencedError
 
+from ..observability.flows import flow_metrics_of
 from . import store
 from .errors import FlowError, task_not_found
 from .guest import valid_name
@@ -123,6 +124,9 @@ async def lease_many(engine: Any, queue: str, wait: float,
             # A notification received but not used (leaving without a task) goes on.
             waiters.unregister(queue, future, pass_on=leave and not tasks)
         if leave:
+            metrics = flow_metrics_of(engine)
+            if metrics is not None:
+                metrics.tasks_handed_out(queue, tasks)
             return tasks
 
 
@@ -181,6 +185,9 @@ async def _complete(engine: Any, task_id: str, lease_id: str, result: bytes) -> 
         raise _conflict(task, lease_id, "complete")
     if outcome == "ok":
         engine.task_finished(task["flow_id"], task["seq"], task_id, "completed", result, woken)
+        metrics = flow_metrics_of(engine)
+        if metrics is not None:
+            metrics.task_completed(task, lease_id)
     return task
 
 
@@ -215,6 +222,12 @@ async def _fail(engine: Any, task_id: str, lease_id: str, error: str,
     if updated["status"] in ("completed", "failed"):
         engine.task_finished(flow_id, updated["seq"], task_id, updated["status"],
                              error.encode(), woken)
+    metrics = flow_metrics_of(engine)
+    if metrics is not None:
+        if delay is not None:
+            metrics.task_retried(task["queue"], "error", lease_id)
+        else:
+            metrics.task_failed(updated, "error", lease_id)
     if delay is not None:
         engine.notify_queue_later(task["queue"], delay)
     return _public(updated)
@@ -276,9 +289,11 @@ async def reap_expired_leases(engine: Any, limit: int = 100) -> int:
     else it fails and the flow is told. Returns how many were handled."""
     expired = await store.expired_leases(engine.db.pool, limit, engine.shards())
     handled = 0
+    metrics = flow_metrics_of(engine)
     for item in expired:
         woken = False
         delay: float | None = None
+        failed: dict[str, Any] | None = None
         async with engine.db.transaction() as conn:
             try:
                 await engine.check_fence(conn, item["flow_id"])
@@ -298,11 +313,16 @@ async def reap_expired_leases(engine: Any, limit: int = 100) -> int:
                     "error": "lease expired", "delay": delay})])
             else:
                 error = f"lease expired on the last of {task['max_attempts']} attempts"
-                _, woken = await store.finish_task(
+                failed, woken = await store.finish_task(
                     conn, task["id"], "failed", None, error,
                     ("task_failed", {"task_id": task["id"], "attempt": task["attempt"],
                                      "error": error, "why": "lease expired"}))
         handled += 1
+        if metrics is not None:
+            if failed is not None:
+                metrics.task_failed(failed, "lease_expired", task["lease_id"])
+            else:
+                metrics.task_retried(task["queue"], "lease_expired", task["lease_id"])
         if woken:
             engine.wake(task["flow_id"])
         if delay is not None:
