@@ -227,10 +227,14 @@ def create_app(settings: Settings, db: Database | None = None, *,
                                      "Database pool connections.", ["state"], pool_samples)
 
     def openapi() -> dict[str, Any]:
+        """FastAPI's document, with problem media types, the answers of the middleware and
+        the bearer security scheme (:mod:`app.api.document`)."""
+        from .document import complete_document
+
         if app.openapi_schema is None:
-            app.openapi_schema = _problem_media_types(get_openapi(
+            app.openapi_schema = complete_document(_problem_media_types(get_openapi(
                 title=app.title, version=app.version, description=app.description,
-                routes=app.routes, tags=app.openapi_tags))
+                routes=app.routes, tags=app.openapi_tags)))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -19,9 +19,10 @@ import binascii
 import json
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 
 from ..db import Database
+from .fields import storable_text
 from .metrics import Registry
 from .problems import ProblemError
 from .settings import Settings
@@ -56,6 +57,21 @@ MetricsDep = Annotated[Registry, Depends(get_metrics)]
 EngineDep = Annotated[Any, Depends(get_engine)]
 
 
+#: The OpenAPI ``format`` of pagination cursors: opaque strings that a ``next_cursor`` of the
+#: same listing gives (base64url of the last item's sort key); anything else is a 422.
+CURSOR_FORMAT = "dwasm-cursor"
+
+
+def _cursor_schema(schema: dict[str, Any]) -> None:
+    """A query parameter is a string or absent, never null: no ``anyOf`` with ``null``."""
+    schema.pop("anyOf", None)
+    schema.update(type="string", format=CURSOR_FORMAT)
+
+
+Cursor = Annotated[str | None, Query(description="next_cursor of the previous page (opaque)",
+                                     json_schema_extra=_cursor_schema)]
+
+
 def encode_cursor(*values: Any) -> str:
     """An opaque cursor for keyset pagination: the sort key of the last item returned.
 
@@ -65,6 +81,15 @@ def encode_cursor(*values: Any) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def _storable(value: Any) -> bool:
+    """A value the database can take: text without NUL or unpaired surrogates, or a 64-bit
+    integer. A cursor of ours holds nothing else; a forged one must not reach the database."""
+    if isinstance(value, str):
+        return storable_text(value)
+    return isinstance(value, int) and not isinstance(value, bool) \
+        and -(1 << 63) <= value < (1 << 63)
+
+
 def decode_cursor(cursor: str, arity: int) -> list[Any]:
     """The values :func:`encode_cursor` packed; a 422 problem if the cursor is not one of ours."""
     try:
@@ -72,9 +97,11 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
         values = json.loads(raw)
     except (binascii.Error, ValueError, UnicodeDecodeError):
         values = None
-    if not isinstance(values, list) or len(values) != arity:
-        raise ProblemError(422, "validation", "cursor: not a cursor returned by this API",
-                           title="Request validation failed",
+    if not isinstance(values, list) or len(values) != arity \
+            or not all(_storable(value) for value in values):
+        # Its own kind, not ``validation``: the string is well-formed, this API did not make it.
+        raise ProblemError(422, "invalid-cursor", "cursor: not a cursor returned by this "
+                           "listing", title="Request validation failed",
                            errors=[{"loc": ["query", "cursor"], "msg": "invalid cursor",
                                     "type": "value_error"}])
     return values

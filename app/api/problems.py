@@ -28,6 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -139,10 +140,35 @@ async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
         detail = None
     if exc.status_code == 404 and detail is None:
         detail = f"no resource at {request.url.path}"
-    elif exc.status_code == 405 and detail is None:
-        detail = f"{request.method} is not allowed on {request.url.path}"
+    elif exc.status_code == 405:
+        if detail is None:
+            detail = f"{request.method} is not allowed on {request.url.path}"
+        allowed = allowed_methods(request)
+        if allowed:
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)}
     return problem_response(exc.status_code, detail=detail, instance=request.url.path,
                             headers=headers)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods the app serves at the request's path, for a 405's ``Allow``.
+
+    Starlette puts only the methods of the first route that matched the path into ``Allow``; a
+    path served by several routes (``GET`` and ``POST`` of one collection) needs all of them,
+    as RFC 9110 asks. Each method is tried against the routes on a fresh scope.
+    """
+    allowed: list[str] = []
+    for method in _METHODS:
+        scope = {"type": "http", "method": method, "path": request.scope.get("path", ""),
+                 "root_path": request.scope.get("root_path", ""), "headers": [],
+                 "query_string": b"", "app": request.app}
+        if any(route.matches(dict(scope))[0] is Match.FULL
+               for route in getattr(request.app, "routes", ())):
+            allowed.append(method)
+    return allowed
 
 
 def _json_loc(loc: Any) -> list[str | int]:

@@ -19,10 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ...db import Database
 from ...flows import operations as ops
-from ...flows.engine import FlowEngine
 from ...flows import store
+from ...flows.engine import FlowEngine
 from ...flows.errors import FlowError
-from ..deps import decode_cursor, encode_cursor, get_db, get_engine
+from ..deps import Cursor, decode_cursor, encode_cursor, get_db, get_engine
+from ..fields import JSON_INTEGER, NO_NUL_PATTERN, Base64, Unicode
 from ..limits import read_body
 from ..problems import problem_responses
 from .modules import MODULE_ID_PATTERN
@@ -43,7 +44,11 @@ async def _engine(request: Request) -> FlowEngine:
 DB = Annotated[Database, Depends(_db)]
 EngineDep = Annotated[FlowEngine, Depends(_engine)]
 
-FlowId = Annotated[str, Path(description="the flow's id", max_length=4096)]
+FlowId = Annotated[str, Path(description="the flow's id", max_length=4096,
+                             pattern=NO_NUL_PATTERN)]
+#: Queue and signal names (``app.flows.guest.valid_name``). Declared in the document only: the
+#: handlers check names themselves and answer ``invalid-queue`` / ``invalid-signal-name``.
+NAME_PATTERN = r"^[A-Za-z0-9._-]{1,200}$"
 
 
 class FlowStatus(str, Enum):
@@ -57,13 +62,13 @@ class FlowStatus(str, Enum):
 class StartFlow(BaseModel):
     """A flow start request. ``args`` follow ``argv[0]`` (dwasm supplies it)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     module: str = Field(pattern=MODULE_ID_PATTERN, description="id of an uploaded module")
-    args: list[str] = Field(default_factory=list, description="argv[1:]")
-    env: dict[str, str] = Field(default_factory=dict)
+    args: list[Unicode] = Field(default_factory=list, description="argv[1:]")
+    env: dict[Unicode, Unicode] = Field(default_factory=dict)
     stdin: str | None = Field(None, description="stdin as text (UTF-8)")
-    stdin_base64: str | None = Field(None, description="stdin as base64, for bytes")
+    stdin_base64: Base64 | None = Field(None, description="stdin as base64, for bytes")
     id: str | None = Field(None, pattern=ops.FLOW_ID_PATTERN,
                            description="a client-chosen id makes the start idempotent")
 
@@ -98,9 +103,9 @@ class Flow(FlowSummary):
     args: list[str]
     env: dict[str, str]
     stdout: str
-    stdout_base64: str | None = Field(None, description="the exact bytes, when not UTF-8")
+    stdout_base64: Base64 | None = Field(None, description="the exact bytes, when not UTF-8")
     stderr: str
-    stderr_base64: str | None = None
+    stderr_base64: Base64 | None = None
 
 
 class FlowList(BaseModel):
@@ -129,12 +134,12 @@ class SignalAccepted(BaseModel):
 
 
 class QueryRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     args: list[int | float | str] = Field(default_factory=list,
                                           description="the export's arguments")
-    fuel: int | None = Field(None, ge=1, le=ops.QUERY_FUEL_MAX,
-                             description=f"default {ops.QUERY_FUEL_DEFAULT}")
+    fuel: Annotated[int, Field(ge=1, le=ops.QUERY_FUEL_MAX), JSON_INTEGER] | None = Field(
+        None, description=f"default {ops.QUERY_FUEL_DEFAULT}")
 
 
 class QueryResult(BaseModel):
@@ -212,10 +217,10 @@ async def start(body: StartFlow, response: Response, engine: EngineDep) -> Flow:
 async def list_flows(db: DB,
                      status: Annotated[FlowStatus | None, Query()] = None,
                      module: Annotated[str | None, Query(pattern=MODULE_ID_PATTERN)] = None,
-                     parent: Annotated[str | None, Query(max_length=4096)] = None,
+                     parent: Annotated[str | None, Query(max_length=4096,
+                                                         pattern=NO_NUL_PATTERN)] = None,
                      limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                     cursor: Annotated[str | None, Query(
-                         description="next_cursor of the previous page")] = None) -> FlowList:
+                     cursor: Cursor = None) -> FlowList:
     before = None
     if cursor is not None:
         at, last_id = decode_cursor(cursor, 2)
@@ -253,8 +258,7 @@ async def cancel(flow_id: FlowId, engine: EngineDep) -> Flow:
             summary="The flow's history, oldest first", responses=problem_responses(404))
 async def events(flow_id: FlowId, db: DB,
                  limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                 cursor: Annotated[str | None, Query(
-                     description="next_cursor of the previous page")] = None) -> EventList:
+                 cursor: Cursor = None) -> EventList:
     after = 0
     if cursor is not None:
         (value,) = decode_cursor(cursor, 1)
@@ -278,11 +282,15 @@ async def events(flow_id: FlowId, db: DB,
              openapi_extra={"requestBody": {"required": False, "content": {
                  "application/octet-stream": {"schema": {"type": "string",
                                                          "format": "binary"}}}}})
-async def signal(flow_id: FlowId, name: Annotated[str, Path(max_length=4096)],
+async def signal(flow_id: FlowId, name: Annotated[str, Path(
+                     max_length=4096, description="1-200 characters of [A-Za-z0-9._-]",
+                     json_schema_extra={"pattern": NAME_PATTERN})],
                  request: Request, engine: EngineDep,
                  idempotency_key: Annotated[str | None, Header(
                      description="makes a retry safe: a repeat with the same key and signal "
-                                 "changes nothing")] = None) -> SignalAccepted:
+                                 "changes nothing; 1-200 characters", pattern=NO_NUL_PATTERN,
+                     json_schema_extra={"minLength": 1, "maxLength": 200})] = None
+                 ) -> SignalAccepted:
     payload = await read_body(request, engine.max_payload, "signal payload")
     return SignalAccepted(**await ops.send_signal(engine, flow_id, name, payload,
                                                   idempotency_key))

@@ -19,7 +19,7 @@ import vm
 from vm import structure as S
 from vm.errors import InvalidError, MalformedError
 
-from ..deps import DB, SettingsDep, decode_cursor, encode_cursor
+from ..deps import DB, Cursor, SettingsDep, decode_cursor, encode_cursor
 from ..limits import read_body
 from ..problems import ProblemError, problem_responses
 
@@ -132,8 +132,7 @@ async def upload(request: Request, response: Response, db: DB,
 @router.get("", name="list", response_model=ModuleList, summary="List modules, newest first")
 async def list_modules(db: DB,
                        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                       cursor: Annotated[str | None, Query(
-                           description="next_cursor of the previous page")] = None
+                       cursor: Cursor = None
                        ) -> ModuleList:
     if cursor is None:
         rows = await db.pool.fetch(f"{_SELECT} ORDER BY created_at DESC, id DESC LIMIT $1",

@@ -8,13 +8,14 @@ is the service's default (``DWASM_MAX_ATTEMPTS``, ``DWASM_LEASE_TIMEOUT``, ...) 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...flows.errors import FlowError
 from ...flows.tasks import check_queue
+from ..fields import JSON_INTEGER
 from ..problems import problem_responses
 from .flows import DB, EngineDep
 from .tasks import Queue
@@ -33,9 +34,9 @@ class Policy(BaseModel):
 class PolicyUpdate(BaseModel):
     """Fields left out (or null) take the service's default."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    max_attempts: int | None = Field(None, ge=1, le=1000)
+    max_attempts: Annotated[int, Field(ge=1, le=1000), JSON_INTEGER] | None = None
     backoff_initial: float | None = Field(None, ge=0, le=86400)
     backoff_factor: float | None = Field(None, ge=1, le=100)
     backoff_max: float | None = Field(None, ge=0, le=86400 * 7)

@@ -16,21 +16,45 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.convertors import Convertor, register_url_convertor
 
 from ...flows import store
 from ...flows import tasks as ops
 from ...flows.errors import FlowError, task_not_found
-from .flows import DB, EngineDep
+from ..fields import JSON_INTEGER, NO_NUL_PATTERN, Base64, Text
 from ..problems import Problem, problem_responses
+from .flows import DB, NAME_PATTERN, EngineDep
 
 router = APIRouter(tags=["tasks"], responses=problem_responses(422))
 
-TaskId = Annotated[str, Path(description="'<flow id>/<n>'", max_length=4096)]
-Queue = Annotated[str, Path(description="1-200 characters of [A-Za-z0-9._-]", max_length=200)]
+_ACTIONS = ("heartbeat", "complete", "fail")
+
+
+class TaskIdConvertor(Convertor[str]):
+    """A task id in a path: like ``:path`` (task ids are ``<flow id>/<n>``), except that it
+    never ends in ``/heartbeat``, ``/complete`` or ``/fail``. ``/v1/tasks/f/1/complete`` is
+    then only the action on task ``f/1``, never a read of a task ``f/1/complete``, and a 405's
+    ``Allow`` names exactly the methods of the resource asked for."""
+
+    regex = rf"(?:(?!/(?:{'|'.join(_ACTIONS)})$).)+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("task_id", TaskIdConvertor())
+
+TaskId = Annotated[str, Path(description="'<flow id>/<n>'", max_length=4096,
+                             pattern=NO_NUL_PATTERN)]
+Queue = Annotated[str, Path(description="1-200 characters of [A-Za-z0-9._-]", max_length=200,
+                            json_schema_extra={"pattern": NAME_PATTERN})]
 
 
 class LeaseRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     wait: float = Field(0.0, ge=0, le=ops.MAX_LEASE_WAIT,
                         description="seconds to wait for a task when none is ready (long-poll)")
@@ -40,7 +64,7 @@ class LeasedTask(BaseModel):
     id: str
     flow_id: str
     queue: str
-    payload: str = Field(description="base64")
+    payload: Base64 = Field(description="base64")
     attempt: int = Field(description="1 for the first delivery")
     max_attempts: int
     lease_id: str = Field(description="name it in heartbeat, complete and fail")
@@ -49,12 +73,12 @@ class LeasedTask(BaseModel):
 
 
 class LeaseBatchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     wait: float = Field(0.0, ge=0, le=ops.MAX_LEASE_WAIT,
                         description="seconds to wait for the first task when none is ready")
-    max_tasks: int = Field(16, ge=1, le=ops.MAX_BATCH,
-                           description="lease at most this many ready tasks")
+    max_tasks: Annotated[int, Field(ge=1, le=ops.MAX_BATCH), JSON_INTEGER] = Field(
+        16, description="lease at most this many ready tasks")
 
 
 class LeaseBatch(BaseModel):
@@ -63,44 +87,45 @@ class LeaseBatch(BaseModel):
 
 
 class TaskReport(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    task_id: str = Field(max_length=4096)
-    lease_id: str = Field(max_length=200)
+    task_id: Text = Field(max_length=4096)
+    lease_id: Text = Field(max_length=200)
     outcome: Literal["complete", "fail"]
+    # Not Base64: a report that does not decode is refused on its own, in its result.
     result: str | None = Field(None, description="complete: the result, base64")
     result_text: str | None = Field(None, description="complete: or the result as text")
-    error: str | None = Field(None, description="fail: what went wrong")
+    error: Text | None = Field(None, description="fail: what went wrong")
     retryable: bool = Field(True, description="fail: retry while attempts remain")
 
 
 class TaskReportBatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     reports: list[TaskReport] = Field(max_length=ops.MAX_BATCH)
 
 
 class HeartbeatRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    lease_id: str = Field(max_length=200)
+    lease_id: Text = Field(max_length=200)
     extend_seconds: float | None = Field(None, gt=0, le=3600,
                                          description="default: the queue's lease timeout")
 
 
 class CompleteRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    lease_id: str = Field(max_length=200)
-    result: str | None = Field(None, description="the result, base64")
+    lease_id: Text = Field(max_length=200)
+    result: Base64 | None = Field(None, description="the result, base64")
     result_text: str | None = Field(None, description="or the result as text (UTF-8)")
 
 
 class FailRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    lease_id: str = Field(max_length=200)
-    error: str = Field(description="what went wrong; a flow sees it as the failed outcome")
+    lease_id: Text = Field(max_length=200)
+    error: Text = Field(description="what went wrong; a flow sees it as the failed outcome")
     retryable: bool = Field(True, description="retry (with backoff) while attempts remain")
 
 
@@ -226,7 +251,7 @@ async def report_batch(body: TaskReportBatch, engine: EngineDep) -> TaskReportRe
     return TaskReportResults(results=[r for r in results if r is not None])
 
 
-@router.get("/v1/tasks/{task_id:path}", name="get", response_model=Task,
+@router.get("/v1/tasks/{task_id:task_id}", name="get", response_model=Task,
             summary="A task's state", responses=problem_responses(404))
 async def get_task(task_id: TaskId, db: DB) -> Task:
     row = await store.get_task(db.pool, task_id)
@@ -235,13 +260,13 @@ async def get_task(task_id: TaskId, db: DB) -> Task:
     return task_model(row)
 
 
-@router.post("/v1/tasks/{task_id:path}/heartbeat", name="heartbeat", response_model=Task,
+@router.post("/v1/tasks/{task_id:task_id}/heartbeat", name="heartbeat", response_model=Task,
              summary="Extend a lease", responses=problem_responses(404, 409))
 async def heartbeat(task_id: TaskId, body: HeartbeatRequest, engine: EngineDep) -> Task:
     return task_model(await ops.heartbeat(engine, task_id, body.lease_id, body.extend_seconds))
 
 
-@router.post("/v1/tasks/{task_id:path}/complete", name="complete", response_model=Task,
+@router.post("/v1/tasks/{task_id:task_id}/complete", name="complete", response_model=Task,
              summary="Complete a task with its result",
              responses=problem_responses(404, 409, 413))
 async def complete(task_id: TaskId, body: CompleteRequest, engine: EngineDep) -> Task:
@@ -249,7 +274,7 @@ async def complete(task_id: TaskId, body: CompleteRequest, engine: EngineDep) ->
     return task_model(await ops.complete(engine, task_id, body.lease_id, result))
 
 
-@router.post("/v1/tasks/{task_id:path}/fail", name="fail", response_model=Task,
+@router.post("/v1/tasks/{task_id:task_id}/fail", name="fail", response_model=Task,
              summary="Report a failed attempt",
              description="With `retryable` (the default) the task is retried with exponential "
                          "backoff while attempts remain; otherwise, or on the last attempt, it "
