@@ -87,12 +87,29 @@ class Cluster:
             return {r["shard"]: (r["epoch"], r["owner"]) for r in rows}
         return asyncio.run(read())
 
+    def settled_map(self) -> dict[int, tuple[int, str]] | None:
+        """shard → (epoch, owner) of the shard map of the first node that answers, when no
+        handoff is in flight (rebalancing done); None otherwise."""
+        for i in range(len(self.ports)):
+            try:
+                view = httpx.get(self.url(i) + "/v1/cluster", timeout=2).json()
+            except (httpx.HTTPError, ValueError):
+                continue
+            assignments = view.get("assignments") or []
+            if len(assignments) != SHARDS or any(a.get("next_owner") for a in assignments):
+                return None
+            return {s: (a["epoch"], a["owner"]) for s, a in enumerate(assignments)}
+        return None
+
     def wait_assigned(self, owners: set[str], timeout: float = 60) -> dict[int, tuple[int, str]]:
-        """Until every shard is claimed and exactly ``owners`` hold them."""
+        """Until every shard is claimed, exactly ``owners`` hold them, and the claims in
+        PostgreSQL are those of a shard map with no handoff in flight (so nothing moves next
+        unless membership changes)."""
         deadline = time.monotonic() + timeout
         while True:
             epochs = self.epochs()
-            if len(epochs) == SHARDS and {o for _, o in epochs.values()} == owners:
+            if (len(epochs) == SHARDS and {o for _, o in epochs.values()} == owners
+                    and self.settled_map() == epochs):
                 return epochs
             if time.monotonic() > deadline:
                 raise AssertionError(f"shards not assigned to {owners}: {epochs}\n"
