@@ -25,9 +25,12 @@
   ``DWASM_RETRY_BACKOFF_MAX`` (300): the default retry policy of every queue (seconds a task
   lease lasts without a heartbeat, attempts per task, first backoff doubling up to the maximum);
   ``PUT /v1/queues/{queue}/policy`` overrides them per queue.
+- ``DWASM_FLOW_RETENTION`` (``30d``): how long finished flows (with their events, signals and
+  tasks) are kept after they finished; ``0`` or ``forever`` keeps them (app/flows/retention.py).
 
 Sizes accept a plain number of bytes or a number with a unit: ``k``/``KiB``, ``M``/``MiB``,
-``G``/``GiB`` (all binary). A malformed value raises :class:`SettingsError` naming the variable.
+``G``/``GiB`` (all binary). Durations accept seconds or a number with ``s``, ``m``, ``h``, ``d``.
+A malformed value raises :class:`SettingsError` naming the variable.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 MiB = 1 << 20
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class SettingsError(ValueError):
@@ -56,6 +61,17 @@ def parse_size(text: str) -> int:
         raise ValueError(f"{text!r} is not a size (examples: 1048576, 512KiB, 16MiB, 1G)")
     unit = (match.group(2) or "")[:1].lower()
     return int(match.group(1)) * _UNITS[unit]
+
+
+def parse_duration(text: str) -> float:
+    """``'30d'`` → 2592000.0 seconds, ``'12h'``, ``'90m'``, ``'3600'``; ``'forever'`` → 0
+    (meaning: no limit). Raises ValueError for anything else."""
+    if text.strip().lower() == "forever":
+        return 0.0
+    match = _DURATION_RE.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a duration (examples: 3600, 90m, 12h, 30d, forever)")
+    return float(match.group(1)) * _SECONDS[match.group(2).lower()]
 
 
 class Settings(BaseModel):
@@ -87,6 +103,8 @@ class Settings(BaseModel):
     max_attempts: int = Field(3, ge=1, le=1000)
     retry_backoff: float = Field(1.0, ge=0, le=86400)
     retry_backoff_max: float = Field(300.0, ge=0, le=86400 * 7)
+    #: Seconds finished flows are kept (app/flows/retention.py); 0: forever.
+    flow_retention: float = Field(30 * 86400.0, ge=0)
     #: Apply pending migrations when the app starts (``/readyz`` fails while any is pending).
     migrate_on_start: bool = True
 
@@ -140,6 +158,7 @@ class Settings(BaseModel):
                  "retry_backoff": "DWASM_RETRY_BACKOFF",
                  "retry_backoff_max": "DWASM_RETRY_BACKOFF_MAX"}
         sizes = {"max_payload": "DWASM_MAX_PAYLOAD", "max_module_size": "DWASM_MAX_MODULE_SIZE"}
+        durations = {"flow_retention": "DWASM_FLOW_RETENTION"}
         for field, var in names.items():
             if env.get(var, "") != "":
                 values[field] = env[var]
@@ -149,11 +168,17 @@ class Settings(BaseModel):
                     values[field] = parse_size(env[var])
                 except ValueError as exc:
                     raise SettingsError(f"{var}: {exc}") from None
+        for field, var in durations.items():
+            if env.get(var, "") != "":
+                try:
+                    values[field] = parse_duration(env[var])
+                except ValueError as exc:
+                    raise SettingsError(f"{var}: {exc}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls(**values)
         except ValidationError as exc:
-            variables = {**names, **sizes}
+            variables = {**names, **sizes, **durations}
             problems = []
             for error in exc.errors():
                 field = str(error["loc"][0]) if error["loc"] else "?"

@@ -33,6 +33,7 @@ import contextvars
 import hashlib
 import json
 import logging
+import random
 import secrets
 import sys
 import time
@@ -52,6 +53,8 @@ from .chunks import ChunkStore
 from .errors import FlowError
 from .guest import DEFAULT_MAX_PAYLOAD, ChildRequest, TaskRequest, wake_at_ms
 from .policies import PolicyBook
+from .retention import (MAX_BATCHES, Collected, Deleted, RetentionConfig, RetentionMetrics,
+                        collect_chunks, delete_finished_batch, jittered)
 from .run import Capture, FlowRun, FlowSetupError, Step
 from .tasks import QueueWaiters, reap_expired_leases
 
@@ -103,11 +106,16 @@ class FlowEngine:
 
     def __init__(self, db: Any, *, max_payload: int = DEFAULT_MAX_PAYLOAD, workers: int = 2,
                  warm_flows: int | None = None, checkpoint_interval: float | None = None,
-                 metrics: Any = None, policies: PolicyBook | None = None) -> None:
+                 metrics: Any = None, policies: PolicyBook | None = None,
+                 retention: RetentionConfig | None = None) -> None:
         self.db = db
         self.policies = policies or PolicyBook()
         self.max_payload = max_payload
-        self.chunks = ChunkStore(db)
+        # Retention and chunk GC (app/flows/retention.py); the service passes its settings'.
+        self.retention = retention if retention is not None else RetentionConfig()
+        self.chunks = ChunkStore(db, ttl=self.retention.chunk_ttl)
+        self.retention_metrics: RetentionMetrics | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.checkpoint_interval = (CHECKPOINT_INTERVAL if checkpoint_interval is None
                                     else checkpoint_interval)
         self.warm_limit = WARM_FLOWS if warm_flows is None else warm_flows
@@ -148,6 +156,7 @@ class FlowEngine:
         """Resume every flow a previous process left running or that became ready, and start
         the timer and lease-reaper loops."""
         self._running = True
+        self.loop = asyncio.get_running_loop()
         self._timer_kick = asyncio.Event()
         self._slots = asyncio.Semaphore(MAX_ACTIVE)
         # Wasm runs in worker threads; a short switch interval lets the event loop take the
@@ -164,7 +173,8 @@ class FlowEngine:
                 self.wake(flow_id)
         self._loops = [asyncio.create_task(self._timer_loop(), name="dwasm-timers"),
                        asyncio.create_task(self._reaper_loop(), name="dwasm-reaper"),
-                       asyncio.create_task(self._listen_loop(), name="dwasm-wake-listener")]
+                       asyncio.create_task(self._listen_loop(), name="dwasm-wake-listener"),
+                       asyncio.create_task(self._retention_loop(), name="dwasm-retention")]
         self._start_active_count()
         log.info("flow engine started; resumed %d flows", len(ids))
 
@@ -680,10 +690,12 @@ class FlowEngine:
         if fence is False:  # the shard went away meanwhile: the new owner takes over
             return None
         began = time.perf_counter()
+        sent_at = time.monotonic()
         try:
             written = await store.commit_checkpoint(
                 self.db.pool, cp, run.consumed_signals, fence,
-                self.topology.node_id if self.topology is not None else None)
+                self.topology.node_id if self.topology is not None else None,
+                self.chunks.refresh_after)
             if written is None:
                 return None
             new_seq, cp.status = written
@@ -703,7 +715,7 @@ class FlowEngine:
             await self._commit_failure(run, f"cannot store the checkpoint: {exc}")
             return None
         run.committed(cap, new_seq)
-        self.chunks.cache.put_all(cap.chunks.items())
+        self.chunks.committed(cap.chunks.items(), sent_at)
         self.stats["checkpoints"] += 1
         self._observe_checkpoint(cap, cp, time.perf_counter() - began)
         self._after_commit(run, cp)
@@ -849,6 +861,90 @@ class FlowEngine:
             if flow_id not in self._active:
                 self.wake(flow_id)
 
+    # --- retention and chunk GC (app/flows/retention.py) --------------------------------------
+
+    def configure_retention(self, config: RetentionConfig) -> None:
+        """Use ``config`` from now on (the chunk cache's TTL included)."""
+        self.retention = config
+        self.chunks.ttl = config.chunk_ttl
+
+    async def _retention_loop(self) -> None:
+        """Every ~retention_interval a retention pass, every ~gc_interval a chunk GC pass
+        (jittered, so that nodes do not run in step)."""
+        loop = asyncio.get_running_loop()
+        next_retention = loop.time() + jittered(self.retention.retention_interval,
+                                                random.random())
+        next_gc = loop.time() + jittered(self.retention.gc_interval, random.random())
+        while self._running:
+            await asyncio.sleep(max(0.0, min(next_retention, next_gc) - loop.time()))
+            try:
+                if loop.time() >= next_retention:
+                    next_retention = loop.time() + jittered(self.retention.retention_interval,
+                                                            random.random())
+                    await self.retention_pass()
+                if loop.time() >= next_gc:
+                    next_gc = loop.time() + jittered(self.retention.gc_interval,
+                                                     random.random())
+                    await self.chunk_gc_pass()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("retention / chunk GC pass")
+
+    async def retention_pass(self) -> Deleted:
+        """Delete this node's finished flows older than the retention, in batches, each
+        fenced by the epochs of the shards it touches; a shard found fenced is dropped and
+        the pass goes on without it."""
+        total = Deleted()
+        retention = self.retention.retention
+        if retention <= 0:
+            return total
+        began = time.perf_counter()
+        for _ in range(MAX_BATCHES):
+            shards = self.shards()
+            if shards.owned is not None and not shards.owned:
+                break
+            epochs = None
+            count = 1
+            if self.topology is not None:
+                epochs = {s: self._owned[s] for s in shards.owned or () if s in self._owned}
+                count = self.topology.config.shards
+            try:
+                done = await delete_finished_batch(self.db.pool, retention,
+                                                   self.retention.retention_batch, shards,
+                                                   epochs, count)
+            except FencedError as exc:
+                log.warning("retention fenced (%s); the shard's new owner deletes there", exc)
+                await self.fenced(exc.shard, exc.epoch)
+                continue
+            total.add(done)
+            if done.flows == 0:
+                break
+        seconds = time.perf_counter() - began
+        if total.flows:
+            log.info("retention: deleted %d finished flows (%d events, %d signals, %d tasks) "
+                     "in %.2f s", total.flows, total.events, total.signals, total.tasks,
+                     seconds)
+        if self.retention_metrics is not None:
+            self.retention_metrics.flows.inc(total.flows)
+            self.retention_metrics.seconds.observe(seconds, job="retention")
+        return total
+
+    async def chunk_gc_pass(self) -> Collected:
+        """Delete unreferenced chunks untouched for the GC's grace (one node at a time)."""
+        began = time.perf_counter()
+        done = await collect_chunks(self.db.pool, self.retention.grace,
+                                    self.retention.gc_batch)
+        seconds = time.perf_counter() - began
+        if done.chunks:
+            log.info("chunk GC: deleted %d chunks (%d bytes) in %.2f s", done.chunks,
+                     done.bytes, seconds)
+        if self.retention_metrics is not None and done.ran:
+            self.retention_metrics.chunks.inc(done.chunks)
+            self.retention_metrics.chunk_bytes.inc(done.bytes)
+            self.retention_metrics.seconds.observe(seconds, job="chunk_gc")
+        return done
+
     # --- metrics ------------------------------------------------------------------------------
 
     def _setup_metrics(self) -> None:
@@ -866,10 +962,12 @@ class FlowEngine:
                              ["state"], lambda: [({"state": "running"}, float(len(self._active))),
                                                  ({"state": "cached"}, float(len(self._warm)))])
             self.flow_metrics = FlowMetrics(m)
+            self.retention_metrics = RetentionMetrics(m)
         except Exception:  # a registry without these features: metrics are optional
             log.debug("flow metrics unavailable", exc_info=True)
             self.metrics = None
             self.flow_metrics = None
+            self.retention_metrics = None
         self._start_active_count()
 
     def _start_active_count(self) -> None:

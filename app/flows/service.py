@@ -19,6 +19,7 @@ from topology.node import create_topology
 from ..api.settings import SettingsError
 from .engine import FlowEngine
 from .policies import PolicyBook, QueuePolicy
+from .retention import RetentionConfig
 
 FLOW_TAGS: list[dict[str, str]] = [
     {"name": "flows", "description": "Durable flows: start, inspect, cancel, signal, query."},
@@ -48,7 +49,8 @@ def engine_factory(db: Any, settings: Any) -> FlowEngine:
                           backoff_initial=settings.retry_backoff,
                           backoff_max=settings.retry_backoff_max,
                           lease_timeout=settings.lease_timeout)
-    engine = FlowEngine(db, max_payload=settings.max_payload, policies=PolicyBook(default))
+    engine = FlowEngine(db, max_payload=settings.max_payload, policies=PolicyBook(default),
+                        retention=RetentionConfig(retention=settings.flow_retention))
     url = settings.advertise_url or f"http://{settings.host}:{settings.port}"
     try:
         config = ClusterConfig.from_env(port=settings.port, advertise_url=url)

@@ -29,6 +29,7 @@ from topology.shards import flow_hash
 TERMINAL = ("completed", "failed", "cancelled")
 ACTIVE = ("running", "waiting")
 TASK_DONE = ("completed", "failed", "cancelled")
+CHUNK_REFRESH = 900.0  # default of commit_checkpoint's chunk_refresh (a quarter of 1 h)
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -268,23 +269,27 @@ class Checkpoint:
 
 async def commit_checkpoint(conn: Any, cp: Checkpoint, skip_signals: Sequence[int] = (),
                             fence: tuple[int, int] | None = None,
-                            node: str | None = None) -> tuple[int, str] | None:
-    """Commit ``cp`` in one round trip (``dwasm_checkpoint``, migrations/0003_fast_paths.sql):
+                            node: str | None = None,
+                            chunk_refresh: float = CHUNK_REFRESH) -> tuple[int, str] | None:
+    """Commit ``cp`` in one round trip (``dwasm_checkpoint``, migrations/0003_fast_paths.sql,
+    in its version of 0006_retention_gc.sql):
     lock the flow, check it is still at ``cp.expected_seq``, decide whether a ``waiting``
     checkpoint must stay ``running`` (what it waits for is in the database already; signals in
     ``skip_signals`` were handed over and do not count), write everything, add the
     ``checkpoint`` event. Returns (new checkpoint_seq, status written), or None if the flow
     moved on (nothing written). ``node`` names the writer in the ``checkpoint`` event.
     ``fence``: (shard, epoch) this writer holds; a moved epoch
-    raises :class:`~topology.fencing.FencedError` (nothing written). Runs as its own
-    transaction: pass the pool."""
+    raises :class:`~topology.fencing.FencedError` (nothing written). A chunk of ``cp`` stored
+    already gets its ``touched_at`` refreshed when older than ``chunk_refresh`` seconds
+    (app/flows/chunks.py). Runs as its own transaction: pass the pool."""
     for task in cp.tasks:
         assert task.flow_id == cp.flow_id
     shard, epoch = fence if fence is not None else (None, None)
     row = await _fenced(conn.fetchrow(
         """SELECT new_seq, status FROM dwasm_checkpoint(
                $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-               $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33)""",
+               $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33,
+               $34)""",
         cp.flow_id, cp.expected_seq, cp.status, _dump(cp.manifest), cp.stdout, cp.stderr,
         _dump(cp.waiting), cp.wake_at, cp.exit_code, cp.error, cp.task_seq,
         list(cp.chunks), list(cp.chunks.values()),
@@ -296,7 +301,7 @@ async def commit_checkpoint(conn: Any, cp: Checkpoint, skip_signals: Sequence[in
         [c.id for c in cp.children], [c.module_id for c in cp.children],
         [_dump(c.request) for c in cp.children], [c.request_hash for c in cp.children],
         [c.parent_handle for c in cp.children], [c.shard for c in cp.children], shard, epoch,
-        node),
+        node, chunk_refresh),
         shard, epoch)
     return None if row is None else (row["new_seq"], row["status"])
 
@@ -367,10 +372,13 @@ async def list_events(conn: Any, flow_id: str, after: int, limit: int) -> list[d
 
 # --- chunks ------------------------------------------------------------------------------------
 
-async def fetch_chunks(conn: Any, hashes: Sequence[str]) -> dict[str, bytes]:
-    rows = await conn.fetch("SELECT hash, data FROM chunks WHERE hash = ANY($1::text[])",
-                            list(hashes))
-    return {r["hash"]: r["data"] for r in rows}
+async def fetch_chunks(conn: Any, hashes: Sequence[str]) -> dict[str, tuple[bytes, float]]:
+    """hash → (compressed bytes, seconds since its touched_at) of the chunks found."""
+    rows = await conn.fetch(
+        """SELECT hash, data, greatest(extract(epoch FROM now() - touched_at), 0)::float8
+                  AS age
+           FROM chunks WHERE hash = ANY($1::text[])""", list(hashes))
+    return {r["hash"]: (r["data"], r["age"]) for r in rows}
 
 
 # --- tasks -------------------------------------------------------------------------------------
