@@ -6,7 +6,9 @@ stopped at the end) or against a running node given with ``--url``:
 
 * **round trips/s**: ``--flows`` flows each run ``--tasks`` round trips one after the other
   (schedule a task, await it); ``--workers`` worker threads lease and complete the tasks. A
-  round trip is schedule -> checkpoint -> lease -> complete -> flow resumed.
+  round trip is schedule -> checkpoint -> lease -> complete -> flow resumed. With
+  ``--worker-class`` the load is driven by the library's ``Worker`` (``concurrency =
+  --workers``, what ``dwasm worker`` runs) instead of the hand-written loops.
 * **fan-out tasks/s**: ``--flows`` runs of ``examples/flows/fanout.wasm`` (20 tasks each, awaited
   together), the same workers.
 * **round-trip latency**: one flow, one worker; the time between two consecutive leases is one
@@ -46,7 +48,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.worker import Report, TaskClient  # noqa: E402
+from app.worker import Report, TaskClient, Worker  # noqa: E402
 
 FLOWS = ROOT / "examples" / "flows"
 TERMINAL = ("completed", "failed", "cancelled")
@@ -264,15 +266,44 @@ class Workers:
             t.join(timeout=10)
 
 
+class WorkerClass:
+    """The load driven by ``app.worker.Worker`` itself: ``count`` handler threads on the
+    queues, each task answered with ``answer``; ``done`` counts completions (like
+    :class:`Workers`, whose place it takes)."""
+
+    def __init__(self, url: str, count: int, queues: list[str],
+                 answer: Callable[[bytes], bytes]) -> None:
+        self.worker = Worker(url, concurrency=count, poll_wait=0.5, name="bench")
+        for queue in queues:
+            self.worker.add_handler(queue, answer)
+
+    @property
+    def done(self) -> list[int]:
+        return [1] * self.worker.stats.completed
+
+    def __enter__(self) -> WorkerClass:
+        self.worker.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.worker.stop()
+        self.worker.join(30)
+
+
 # --- the measurements ----------------------------------------------------------------------
 
 
 def round_trips(url: str, flows: int, tasks: int, workers: int,
-                batch: int = 1, urls: list[str] | None = None) -> dict[str, float]:
-    """``urls``: the nodes of a cluster; flows start and workers talk round-robin over them."""
+                batch: int = 1, urls: list[str] | None = None,
+                worker_class: bool = False) -> dict[str, float]:
+    """``urls``: the nodes of a cluster; flows start and workers talk round-robin over them.
+    ``worker_class``: the library's Worker drives the load (``batch`` and ``urls`` unused)."""
     with httpx.Client(base_url=url, timeout=60) as c:
         mid = upload(c, loop_module(tasks))
-        with Workers(url, workers, [QUEUE], lambda p: b"ok", batch=batch, urls=urls) as w:
+        load: Workers | WorkerClass = (
+            WorkerClass(url, workers, [QUEUE], lambda p: b"ok") if worker_class else
+            Workers(url, workers, [QUEUE], lambda p: b"ok", batch=batch, urls=urls))
+        with load as w:
             t0 = time.perf_counter()
             ids = []
             for i in range(flows):
@@ -414,6 +445,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds of GET /v1/flows/{id} under CPU load")
     ap.add_argument("--busy", type=int, default=os.cpu_count() or 2,
                     help="CPU-bound flows during the API measurement (default: one per core)")
+    ap.add_argument("--worker-class", action="store_true",
+                    help="round trips: drive the load with app.worker.Worker (concurrency = "
+                         "--workers) instead of the hand-written loops")
     ap.add_argument("--url", help="use this running node instead of starting one")
     ap.add_argument("--keep", action="store_true", help="keep the temporary data directory")
     ap.add_argument("--only", action="append",
@@ -444,11 +478,13 @@ def main(argv: list[str] | None = None) -> int:
                          f"n={r['n']})", ""))
 
         def do_roundtrips() -> None:
-            for batch in sorted({1, ns.batch}):
+            for batch in [0] if ns.worker_class else sorted({1, ns.batch}):
                 before = node.cpu_seconds()
-                r = round_trips(node.url, ns.flows, ns.tasks, ns.workers, batch)
+                r = round_trips(node.url, ns.flows, ns.tasks, ns.workers, batch,
+                                worker_class=ns.worker_class)
                 after = node.cpu_seconds()
-                how = ("lease + complete per task" if batch == 1 else
+                how = ("app.worker.Worker" if ns.worker_class else
+                       "lease + complete per task" if batch == 1 else
                        f"lease-batch/task-reports, up to {batch} per request")
                 rows.append((f"round trips/s ({how})",
                              f"{r['per_s']:.0f} ({r['n']} in {r['seconds']:.1f} s, "

@@ -115,7 +115,9 @@ def error_text(exc: BaseException) -> str:
     ``"Type: message"``; cut to :data:`MAX_ERROR_BYTES` of UTF-8."""
     text = str(exc) if isinstance(exc, TaskError) else f"{type(exc).__name__}: {exc}"
     text = text or type(exc).__name__
-    raw = text.encode("utf-8", "replace")
+    # The service refuses NUL characters and lone surrogates in an error text: escape them.
+    raw = text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace")
+    text = raw.decode("utf-8")
     if len(raw) > MAX_ERROR_BYTES:
         text = raw[:MAX_ERROR_BYTES].decode("utf-8", "ignore") + " ... (cut)"
     return text

@@ -10,12 +10,16 @@
 
     w.run()   # until SIGINT/SIGTERM
 
-Model. Each queue gets ``concurrency`` threads (default 1). A thread long-polls the queue for a
-task, runs the handler on the payload, and reports the outcome; a single heartbeat thread
-extends the lease of any task whose handler runs longer than ``heartbeat_fraction`` of its
-lease, so a slow handler keeps its task. Threads rather than asyncio because handlers are
-ordinary (blocking, often CPU-bound or library-calling) functions; an ``async def`` handler is
-run to completion on its thread's own event loop.
+Model. Each queue gets ``concurrency`` handler threads (default 1) and one leasing thread
+that leases as many tasks as there are free handler threads in one request, long-polling
+while none is ready (:mod:`app.worker.runner`). A handler thread runs the handler on the
+payload and hands the outcome to the reporting threads, which send outcomes that finish close
+together in one request (:mod:`app.worker.reporter`); a single heartbeat thread extends the
+lease of any task whose handler runs longer than ``heartbeat_fraction`` of its lease, so a
+slow handler keeps its task. Threads rather than asyncio because handlers are ordinary
+(blocking, often CPU-bound or library-calling) functions; an ``async def`` handler is run to
+completion on its thread's own event loop. A service without the batch endpoints (404) is
+served through the single-task ones, after one warning.
 
 Outcomes. What the handler returns (bytes; ``str`` is UTF-8 encoded; None is empty) completes
 the task. An exception fails the attempt with the exception's text: :class:`PermanentError`
@@ -28,12 +32,13 @@ moved on (lease lost to another worker, task cancelled or already finished) is l
 dropped — the task's fate is no longer this worker's.
 
 Stopping. :meth:`Worker.stop` (or SIGINT/SIGTERM while :meth:`Worker.run` runs in the main
-thread) stops leasing: threads finish the long-poll they are in (at most ``poll_wait``
-seconds; a task it brings is handled, not dropped), in-flight handlers run to completion and
-their results are reported. :meth:`Worker.run` returns True once all that is done. After
-``stop_timeout`` seconds, or at a second signal, the worker *abandons* what is still running:
-``run`` returns False at once, reports stop being retried, and the abandoned tasks'
-leases expire so that the service hands them to another worker. Nothing is lost either way;
+thread) stops leasing: the leasing threads finish the long-poll they are in (at most
+``poll_wait`` seconds; tasks it brings are handled, not dropped), in-flight handlers run to
+completion, tasks leased but not yet started are handled too, and all results are reported.
+:meth:`Worker.run` returns True once all that is done. After ``stop_timeout`` seconds, or at
+a second signal, the worker *abandons* what is still running (or leased and not started):
+``run`` returns False at once, reports stop being retried, and the abandoned tasks' leases
+expire so that the service hands them to another worker. Nothing is lost either way;
 abandoning only delays those tasks by their lease timeout.
 
 Logging goes to the ``dwasm.worker`` logger; every record about a task carries ``extra``
@@ -59,14 +64,18 @@ from typing import Any
 from . import task as task_module
 from .client import (ApiError, Cancelled, LeasedTask, LeaseLost, PayloadTooLarge,
                      RetryPolicy, ServiceError, TaskCancelled, TaskClient, TaskFinished,
-                     TaskNotFound, Unavailable)
+                     TaskNotFound, TaskState, Unavailable)
 from .heartbeats import Heartbeats
+from .reporter import Outcome, Reporter, batch_unsupported
+from .runner import QueueRunner
 from .task import (Handler, PermanentError, TaskContext, TaskError, check_queue, error_text,
                    to_result)
 
 log = logging.getLogger("dwasm.worker")
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+#: The service leases at most this many tasks per request.
+MAX_LEASE_BATCH = 256
 
 
 # --------------------------------------------------------------------------------------------
@@ -110,18 +119,22 @@ class Worker:
     (0 disables heartbeats); ``heartbeat_interval`` fixes the period instead.
     ``stop_timeout``: how long a stop waits for in-flight handlers before abandoning them.
     ``report_timeout``: how long a completion or failure report is retried while the service
-    is unreachable. ``retry``: backoff for the HTTP retries.
+    is unreachable. ``retry``: backoff for the HTTP retries. ``report_delay``: how long an
+    outcome may wait for others (of tasks still running) to share its report request.
     """
 
     def __init__(self, url: str | None = None, token: str | None = None, *,
                  concurrency: int = 1, poll_wait: float = 2.0,
                  heartbeat_fraction: float = 1 / 3, heartbeat_interval: float | None = None,
                  stop_timeout: float = 30.0, report_timeout: float = 300.0,
-                 retry: RetryPolicy | None = None, name: str | None = None) -> None:
+                 retry: RetryPolicy | None = None, name: str | None = None,
+                 report_delay: float = 0.0) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         if not 0 <= heartbeat_fraction < 1:
             raise ValueError("heartbeat_fraction must be in [0, 1)")
+        if report_delay < 0:
+            raise ValueError("report_delay must not be negative")
         self.url = url or os.environ.get("DWASM_URL") or DEFAULT_URL
         self.token = token if token is not None else (os.environ.get("DWASM_TOKEN") or None)
         self.concurrency = concurrency
@@ -130,6 +143,7 @@ class Worker:
         self.heartbeat_interval = heartbeat_interval
         self.stop_timeout = stop_timeout
         self.report_timeout = report_timeout
+        self.report_delay = report_delay
         self.retry = retry or RetryPolicy()
         self.name = name or f"worker-{os.getpid()}"
         self.stats = WorkerStats()
@@ -138,10 +152,16 @@ class Worker:
         self._stopping = threading.Event()
         self._abandon = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._in_flight: dict[str, TaskContext] = {}
+        self._in_flight: dict[str, TaskContext] = {}  # by lease id: a task may come back
         self._heartbeats: Heartbeats | None = None
+        self._reporter: Reporter | None = None
+        self._runners: list[QueueRunner] = []
+        self._handler_threads = 0
         self._client: TaskClient | None = None
         self._signals = 0
+        # Set when the service turned out to lack the batch endpoints (an older server).
+        self.single_leases = False
+        self.single_reports = False
 
     # --- registration -----------------------------------------------------------------------
 
@@ -209,17 +229,25 @@ class Worker:
                                   max_connections=2 * total + 4)
         self._heartbeats = Heartbeats(self)
         self._heartbeats.start()
-        for registration in self._handlers.values():
-            for n in range(registration.concurrency):
-                thread = threading.Thread(target=self._loop, args=(registration,),
-                                          name=f"dwasm-{registration.queue}-{n}", daemon=True)
-                self._threads.append(thread)
+        self._reporter = Reporter(self, delay=self.report_delay,
+                                  threads=min(4, max(1, total // 4)))
+        self._runners = [QueueRunner(self, r) for r in self._handlers.values()]
+        self._handler_threads = sum(r.handler_threads for r in self._runners)
+        for runner in self._runners:
+            self._threads.extend(runner.threads)
+        self._threads.extend(self._reporter.threads)  # last: they end after the handlers
         log.info("worker %s serving %s on %s", self.name, ", ".join(
             f"{r.queue} (x{r.concurrency})" for r in self._handlers.values()), self.url,
             extra={"event": "worker_started", "worker": self.name, "url": self.url,
                    "queues": self.queues})
         for thread in self._threads:
             thread.start()
+
+    def _wake(self) -> None:
+        for runner in self._runners:
+            runner.wake()
+        if self._reporter is not None:
+            self._reporter.wake()
 
     def stop(self) -> None:
         """Stops leasing; in-flight tasks finish. Returns at once (see :meth:`join`)."""
@@ -229,12 +257,14 @@ class Worker:
                                                   "worker": self.name,
                                                   "in_flight": len(self._in_flight)})
         self._stopping.set()
+        self._wake()
 
     def abandon(self) -> None:
         """Stops at once: in-flight tasks are left to their leases' expiry (redelivered
         elsewhere), pending reports are given up."""
         self._stopping.set()
         self._abandon.set()
+        self._wake()
 
     def join(self, timeout: float | None = None) -> bool:
         """Waits for the threads to end (after :meth:`stop`); True if they all did. On
@@ -315,50 +345,66 @@ class Worker:
             for sig, old in previous.items():
                 signal.signal(sig, old)
 
-    # --- one handler thread -----------------------------------------------------------------
+    # --- leasing ----------------------------------------------------------------------------
 
-    def _loop(self, registration: _Registration) -> None:
-        loop: asyncio.AbstractEventLoop | None = None
-        lease_retry = RetryPolicy(self.retry.initial, self.retry.factor, self.retry.max_delay,
-                                  self.retry.jitter, max_elapsed=None)
-        try:
-            while not self._stopping.is_set():
-                try:
-                    task = self.client.lease(registration.queue, self.poll_wait,
-                                             cancel=self._stopping, retry=lease_retry)
-                except Cancelled:
-                    break
-                except ApiError as exc:  # a refusal retrying cannot fix: a bug, or bad config
-                    log.error("lease on %s refused: %s", registration.queue, exc,
-                              extra={"event": "lease_error", "queue": registration.queue})
-                    if self._stopping.wait(5.0):
-                        break
-                    continue
-                if task is None:
-                    continue
-                if loop is None and inspect.iscoroutinefunction(registration.fn):
-                    loop = asyncio.new_event_loop()
-                self._handle(registration, task, loop)
-        except Exception:  # never let a thread die silently
-            log.exception("worker thread for %s failed", registration.queue,
-                          extra={"event": "thread_error", "queue": registration.queue})
-        finally:
-            if loop is not None:
-                loop.close()
+    def _lease(self, queue: str, count: int, policy: RetryPolicy) -> list[LeasedTask]:
+        """Up to ``count`` tasks of ``queue``, long-polling ``poll_wait`` seconds for the first."""
+        if not self.single_leases:
+            try:
+                return self.client.lease_batch(queue, min(count, MAX_LEASE_BATCH),
+                                               self.poll_wait,
+                                               cancel=self._stopping, retry=policy)
+            except ApiError as exc:
+                if not batch_unsupported(exc):
+                    raise
+                self._batch_unsupported("lease", exc)
+        task = self.client.lease(queue, self.poll_wait, cancel=self._stopping, retry=policy)
+        return [] if task is None else [task]
 
-    def _handle(self, registration: _Registration, task: LeasedTask,
-                loop: asyncio.AbstractEventLoop | None) -> None:
-        context = TaskContext(task)
+    def _batch_unsupported(self, what: str, exc: ApiError) -> None:
         with self._lock:
-            self.stats.leased += 1
-            self._in_flight[task.id] = context
-        assert self._heartbeats is not None
-        self._heartbeats.add(context)
-        self._log(logging.DEBUG, "task leased", task, event="task_leased")
+            first = not (self.single_leases or self.single_reports)
+            if what == "lease":
+                self.single_leases = True
+            else:
+                self.single_reports = True
+        if first:
+            log.warning("the service at %s has no batch endpoints (%s); using one request per "
+                        "task", self.url, exc, extra={"event": "batch_unsupported",
+                                                      "worker": self.name})
+
+    def _leased(self, tasks: list[LeasedTask]) -> list[TaskContext]:
+        """Takes charge of freshly leased tasks: counted, in flight, heartbeating."""
+        contexts = [TaskContext(task) for task in tasks]
+        assert self._heartbeats is not None and self._reporter is not None
+        self._reporter.expect(len(contexts))
+        with self._lock:
+            self.stats.leased += len(contexts)
+            for context in contexts:
+                self._in_flight[context.task.lease_id] = context
+        for context in contexts:
+            self._heartbeats.add(context)
+            self._log(logging.DEBUG, "task leased", context.task, event="task_leased")
+        return contexts
+
+    def _handler_thread_ended(self) -> None:
+        with self._lock:
+            self._handler_threads -= 1
+            last = self._handler_threads == 0
+        if last and self._reporter is not None:
+            self._reporter.close()
+
+    # --- running a handler ----------------------------------------------------------------------
+
+    def _handle(self, registration: _Registration, context: TaskContext,
+                loop: asyncio.AbstractEventLoop | None) -> None:
+        """Runs the handler for one leased task and hands the outcome on for reporting."""
+        task = context.task
         began = time.monotonic()
         result: bytes | None = None
         failure: BaseException | None = None
         token = task_module.current.set(context)
+        assert self._heartbeats is not None
         try:
             value = registration.fn(task.payload)
             if inspect.isawaitable(value):
@@ -377,54 +423,98 @@ class Worker:
             task_module.current.reset(token)
             self._heartbeats.remove(context)
         duration = (time.monotonic() - began) * 1000
+        if failure is None:
+            assert result is not None
+            outcome = Outcome(context, "complete", duration, result=result)
+        else:
+            outcome = self._failure(context, failure, duration)
+        assert self._reporter is not None
+        if self.single_reports:  # as before the batch endpoints: each thread reports its own
+            self._reporter.forget()
+            self._deliver_single(outcome)
+        else:
+            self._reporter.submit(outcome)
+
+    @staticmethod
+    def _failure(context: TaskContext, exc: BaseException, duration_ms: float) -> Outcome:
+        return Outcome(context, "fail", duration_ms, error=error_text(exc),
+                       retryable=not isinstance(exc, PermanentError), exc=exc)
+
+    def _report_retry(self, outcome: Outcome) -> RetryPolicy:
+        left = outcome.deadline - time.monotonic() if outcome.deadline else self.report_timeout
+        return RetryPolicy(self.retry.initial, self.retry.factor, self.retry.max_delay,
+                           self.retry.jitter, max_elapsed=max(0.0, left))
+
+    # --- reporting --------------------------------------------------------------------------
+
+    def _deliver_single(self, outcome: Outcome) -> None:
+        """Reports one outcome with its own request (a service without batch endpoints)."""
+        if not outcome.deadline:
+            outcome.deadline = time.monotonic() + self.report_timeout
+        task = outcome.context.task
         try:
-            if failure is None:
-                assert result is not None
-                self._complete(context, result, duration)
+            if outcome.op == "complete":
+                state = self.client.complete(task, outcome.result, cancel=self._abandon,
+                                             retry=self._report_retry(outcome))
             else:
-                self._fail(context, failure, duration)
+                state = self.client.fail(task, outcome.error, outcome.retryable,
+                                         cancel=self._abandon, retry=self._report_retry(outcome))
+        except ServiceError as exc:
+            self._refused(outcome, exc)
+        else:
+            self._accepted(outcome, state)
+
+    def _accepted(self, outcome: Outcome, state: TaskState) -> None:
+        """The service took the report."""
+        task = outcome.context.task
+        with self._lock:
+            if outcome.op == "complete":
+                self.stats.completed += 1
+            else:
+                self.stats.failed += 1
+            self._in_flight.pop(task.lease_id, None)
+        if outcome.op == "complete":
+            self._log(logging.INFO, "task completed", task, event="task_completed",
+                      duration_ms=round(outcome.duration_ms, 2),
+                      result_bytes=len(outcome.result))
+            return
+        exc = outcome.exc
+        level = logging.ERROR if state.status == "failed" else logging.WARNING
+        self._log(level, f"task attempt failed: {outcome.error}", task, event="task_failed",
+                  duration_ms=round(outcome.duration_ms, 2), retryable=outcome.retryable,
+                  task_status=state.status,
+                  error_type=type(exc).__name__ if exc is not None else None,
+                  exc_info=(exc if exc is not None and not isinstance(exc, TaskError)
+                            else None))
+
+    def _refused(self, outcome: Outcome, exc: ServiceError) -> None:
+        """The report was not taken: a result over the limit becomes a permanent failure,
+        anything else is dropped (the task moved on) or could not be delivered."""
+        context = outcome.context
+        if isinstance(exc, PayloadTooLarge) and outcome.op == "complete":
+            # Nothing another attempt would change: the flow learns why.
+            failure = self._failure(context, PermanentError(
+                f"the result ({len(outcome.result)} bytes) is over the service's limit: "
+                f"{exc.detail}"), outcome.duration_ms)
+            failure.deadline = outcome.deadline
+            if self.single_reports or self._reporter is None:
+                self._deliver_single(failure)
+            else:
+                self._reporter.submit(failure, again=True)
+            return
+        try:
+            self._report_failed(context, outcome.op, exc)
         finally:
             with self._lock:
-                self._in_flight.pop(task.id, None)
+                self._in_flight.pop(context.task.lease_id, None)
 
-    def _report_retry(self) -> RetryPolicy:
-        return RetryPolicy(self.retry.initial, self.retry.factor, self.retry.max_delay,
-                           self.retry.jitter, max_elapsed=self.report_timeout)
+    def _log_retry(self, outcome: Outcome, error: ApiError, delay: float) -> None:
+        self._log(logging.WARNING, f"{outcome.op} not applied ({error}); retrying in "
+                  f"{delay:.2f} s", outcome.context.task, event="report_retry", op=outcome.op,
+                  reason=error.slug)
 
-    def _complete(self, context: TaskContext, result: bytes, duration_ms: float) -> None:
-        task = context.task
-        try:
-            self.client.complete(task, result, cancel=self._abandon, retry=self._report_retry())
-        except PayloadTooLarge as exc:
-            # Nothing another attempt would change: the flow learns why.
-            self._fail(context, PermanentError(f"the result ({len(result)} bytes) is over the "
-                                               f"service's limit: {exc.detail}"), duration_ms)
-            return
-        except ServiceError as exc:
-            self._report_failed(context, "complete", exc)
-            return
-        with self._lock:
-            self.stats.completed += 1
-        self._log(logging.INFO, "task completed", task, event="task_completed",
-                  duration_ms=round(duration_ms, 2), result_bytes=len(result))
-
-    def _fail(self, context: TaskContext, exc: BaseException, duration_ms: float) -> None:
-        task = context.task
-        retryable = not isinstance(exc, PermanentError)
-        text = error_text(exc)
-        try:
-            state = self.client.fail(task, text, retryable, cancel=self._abandon,
-                                     retry=self._report_retry())
-        except ServiceError as error:
-            self._report_failed(context, "fail", error)
-            return
-        with self._lock:
-            self.stats.failed += 1
-        level = logging.ERROR if state.status == "failed" else logging.WARNING
-        self._log(level, f"task attempt failed: {text}", task, event="task_failed",
-                  duration_ms=round(duration_ms, 2), retryable=retryable,
-                  task_status=state.status, error_type=type(exc).__name__,
-                  exc_info=(exc if not isinstance(exc, TaskError) else None))
+    def _log_error(self, what: str) -> None:
+        log.exception(what, extra={"event": "thread_error", "worker": self.name})
 
     def _report_failed(self, context: TaskContext, op: str, exc: ServiceError) -> None:
         task = context.task
