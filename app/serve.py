@@ -170,6 +170,14 @@ def _url(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def _console_url(sock: socket.socket) -> str:
+    """Where a browser on this machine finds the console (a wildcard bind means loopback)."""
+    host, port = sock.getsockname()[:2]
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/ui"
+
+
 async def _serve(settings: Settings, url: str, stop: _StopSignals,
                  notice: str | None = None) -> None:
     import uvicorn
@@ -200,6 +208,7 @@ async def _serve(settings: Settings, url: str, stop: _StopSignals,
                 await asyncio.sleep(0.02)
             if server.started:
                 say(f"listening on {_url(sock)}")
+                say(f"web console: {_console_url(sock)}")
                 if notice:
                     say(notice)
             while not server.should_exit:

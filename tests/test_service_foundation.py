@@ -586,6 +586,10 @@ def test_dwasm_serve_with_embedded_postgres(spawn_server: Any, tmp_path: Path) -
     assert httpx.get(f"{server.url}/readyz").status_code == 200
     response = httpx.post(f"{server.url}/v1/modules", content=FIB, headers=WASM)
     assert response.status_code == 201
+    console = re.search(r"web console: (\S+)", server.log())
+    assert console is not None and console.group(1) == f"{server.url}/ui"
+    page = httpx.get(console.group(1))
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert server.stop() == 0
     log = server.log()
     assert f"starting embedded PostgreSQL in {data_dir}" in log
