@@ -328,6 +328,43 @@ def test_console_shows_flows_modules_queues_and_cluster(live_server: Any, page: 
         shots.take(page, "cluster")
 
 
+# Writes 10 × 64 KiB of "x", then "END\n", to stdout.
+LOUD_WAT = """
+(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (data (i32.const 32) "END\\n")
+  (func (export "_start") (local $i i32)
+    (memory.fill (i32.const 1024) (i32.const 120) (i32.const 65536))
+    (i32.store (i32.const 0) (i32.const 1024))
+    (i32.store (i32.const 4) (i32.const 65536))
+    (loop $again
+      (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $again (i32.lt_u (local.get $i) (i32.const 10))))
+    (i32.store (i32.const 0) (i32.const 32))
+    (i32.store (i32.const 4) (i32.const 4))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))
+"""
+
+
+def test_console_shows_the_end_of_a_long_output(live_server: Any, page: Any,
+                                                shots: Shots) -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=WAIT_MS)
+    with live_server.client() as api, shots.on_failure(page):
+        loud = start(api, upload(api, wat(LOUD_WAT)))
+        done = wait_for(api, loud["id"])
+        assert len(done["stdout"]) == 10 * 65536 + 4
+        page.goto(f"{live_server.url}/ui#/flows/{loud['id']}")
+        expect(page.get_by_test_id("flow-status")).to_have_text("completed")
+        expect(page.get_by_test_id("stdout-cut")).to_contain_text("last 256 KiB")
+        shown = page.get_by_test_id("stdout").text_content()
+        assert shown.endswith("xxEND\n") and len(shown) == 256 * 1024
+        expect(page.get_by_text("655,364 bytes")).to_be_visible()
+
+
 def test_console_asks_for_a_token_and_keeps_it_in_the_tab(token_server: Any, page: Any,
                                                           shots: Shots) -> None:
     from playwright.sync_api import expect

@@ -143,15 +143,25 @@ class EventLog {
   }
 }
 
+// A page re-rendered every second must not carry megabytes of output: the pane shows the
+// end of a long stream (where a running flow's news is) and says so.
+const OUTPUT_SHOWN = 256 * 1024;
+
 function outputPane(name, text, b64) {
   const empty = !text;
+  const size = empty ? 0 : new Blob([text]).size;
+  const cut = !empty && text.length > OUTPUT_SHOWN;
+  const shown = cut ? text.slice(-OUTPUT_SHOWN) : text;
   return h("div", { class: "output" },
     h("div", { class: "output-head" }, h("h3", {}, name),
-      h("span", { class: "muted" }, empty ? "empty" : `${new Blob([text]).size} bytes`),
+      h("span", { class: "muted" }, empty ? "empty" : `${size.toLocaleString("en")} bytes`),
+      cut ? h("span", { class: "tag tag-warn", "data-testid": `${name}-cut`,
+                        title: "GET /v1/flows/{id} returns all of it" },
+        `showing the last ${OUTPUT_SHOWN / 1024} KiB`) : null,
       b64 ? h("span", { class: "tag tag-warn", title: "the API also returns the exact bytes as "
         + `${name}_base64` }, "not UTF-8: shown with replacement characters") : null),
     h("pre", { class: empty ? "output-body empty-output" : "output-body", "data-testid": name,
-               "data-keep-scroll": name }, empty ? "(nothing)" : text));
+               "data-keep-scroll": name }, empty ? "(nothing)" : shown));
 }
 
 function resultCard(flow) {
