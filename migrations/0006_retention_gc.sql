@@ -7,12 +7,9 @@
 -- cache's "this chunk is stored" for a shorter time than that grace (app/flows/chunks.py), so a
 -- chunk a checkpoint skips sending cannot be one the GC is deleting. Existing chunks count as
 -- touched now (a constant default: no table rewrite).
+-- Its index, and those retention needs, are built without blocking writers by
+-- 0007_retention_indexes.sql.
 ALTER TABLE chunks ADD COLUMN touched_at timestamptz NOT NULL DEFAULT now();
-CREATE INDEX chunks_touched ON chunks (touched_at, hash);
-
--- Retention finds finished flows by age; it deletes a flow's signals with it.
-CREATE INDEX flows_finished ON flows (finished_at) WHERE finished_at IS NOT NULL;
-CREATE INDEX signals_flow ON signals (flow_id);
 
 -- When a node of the previous version last committed a checkpoint (through the old signature
 -- of dwasm_checkpoint below). Its chunk cache trusts entries forever, so the chunk GC waits

@@ -232,6 +232,49 @@ async def test_migration_changed_after_apply_is_refused(empty_database_url: str,
 
 
 @pytest.mark.asyncio
+async def test_no_transaction_migration_builds_indexes_concurrently(
+        empty_database_url: str, tmp_path: Path) -> None:
+    (tmp_path / "0001_table.sql").write_text("CREATE TABLE t (x int);\n"
+                                             "INSERT INTO t SELECT generate_series(1, 1000);")
+    (tmp_path / "0002_index.sql").write_text(
+        "-- dwasm: no-transaction\n-- builds without blocking writers\n"
+        "DROP INDEX CONCURRENTLY IF EXISTS t_x;\n"
+        "CREATE INDEX CONCURRENTLY t_x ON t (x);\n")
+    migrations = load_migrations(tmp_path)
+    assert [m.transactional for m in migrations] == [True, False]
+    assert len(migrations[1].statements()) == 2
+    db = await Database.connect(empty_database_url)
+    try:
+        # CREATE INDEX CONCURRENTLY fails inside a transaction: this only passes outside one.
+        assert await migrate(db, migrations) == ["0001_table", "0002_index"]
+        assert await db.pool.fetchval(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = 't_x'::regclass") is True
+        assert await migrate(db, migrations) == []
+        # A failing statement: nothing recorded, the lock released; fixed, the file runs again
+        # from its start.
+        (tmp_path / "0003_more.sql").write_text(
+            "-- dwasm: no-transaction\nDROP INDEX CONCURRENTLY IF EXISTS t_y;\n"
+            "CREATE INDEX CONCURRENTLY t_y ON t (no_such_column);\n")
+        with pytest.raises(MigrationError, match="0003_more.sql failed"):
+            await migrate(db, load_migrations(tmp_path))
+        assert await db.pool.fetchval("SELECT count(*) FROM schema_migrations") == 2
+        assert await db.pool.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+        (tmp_path / "0003_more.sql").write_text(
+            "-- dwasm: no-transaction\nDROP INDEX CONCURRENTLY IF EXISTS t_y;\n"
+            "CREATE INDEX CONCURRENTLY t_y ON t (x DESC);\n")
+        assert await migrate(db, load_migrations(tmp_path)) == ["0003_more"]
+        # Function bodies cannot be split safely: such a file is refused before it runs.
+        (tmp_path / "0004_fn.sql").write_text(
+            "-- dwasm: no-transaction\nCREATE FUNCTION f() RETURNS int LANGUAGE sql "
+            "AS $$ SELECT 1; $$;\n")
+        with pytest.raises(MigrationError, match="function bodies"):
+            await migrate(db, load_migrations(tmp_path))
+    finally:
+        await db.close()
+
+
+@pytest.mark.asyncio
 async def test_connect_gives_up_with_a_clear_error(database_url: str) -> None:
     with socket.socket() as probe:  # a port where nothing listens
         probe.bind(("127.0.0.1", 0))

@@ -8,9 +8,16 @@ pending migrations while the others wait, then find nothing left to do. Running 
 no-op (idempotent).
 
 The recorded checksum guards against editing a migration that was already applied somewhere:
-that is refused with a clear error. Change the schema with a new file instead. A migration
-must not contain statements that cannot run inside a transaction (``CREATE INDEX
-CONCURRENTLY``, ``VACUUM``).
+that is refused with a clear error. Change the schema with a new file instead.
+
+A migration whose first line is ``-- dwasm: no-transaction`` runs statement by statement
+outside a transaction, for what cannot run inside one: ``CREATE INDEX CONCURRENTLY``, which
+builds an index on a big table without blocking its writers (a plain ``CREATE INDEX`` would
+stall every checkpoint for the build's duration). Such a file holds only plain statements,
+each ending with ``;`` at the end of a line (no function bodies: ``$$`` is refused), and each
+safe to run again: a crash between its statements and the record re-runs the whole file (so
+``DROP INDEX CONCURRENTLY IF EXISTS`` before each ``CREATE INDEX CONCURRENTLY``, which also
+removes an invalid index a failed build left). Every other file runs in one transaction.
 
 Where the files are found (:func:`migrations_dir`): ``$DWASM_MIGRATIONS_DIR`` if set; else
 ``migrations/`` of the source checkout this module belongs to (a clone, or an editable
@@ -60,6 +67,22 @@ class Migration:
     name: str       # the file name without ``.sql``, e.g. ``0001_init``
     sql: str
     checksum: str   # sha256 hex of the file's bytes
+
+    @property
+    def transactional(self) -> bool:
+        """False for a ``-- dwasm: no-transaction`` file (see the module docstring)."""
+        first = self.sql.lstrip().split("\n", 1)[0]
+        return first.strip().lower().replace(" ", "") != "--dwasm:no-transaction"
+
+    def statements(self) -> list[str]:
+        """The statements of a no-transaction file, in order."""
+        if "$$" in self.sql:
+            raise MigrationError(f"{self.name}.sql: a no-transaction migration cannot hold "
+                                 "function bodies ($$)")
+        lines = [line for line in self.sql.splitlines()
+                 if not line.lstrip().startswith("--")]
+        return [part.strip() for part in re.split(r";[ \t]*(?:\n|$)", "\n".join(lines))
+                if part.strip()]
 
 
 def migrations_dir() -> Path:
@@ -145,6 +168,12 @@ async def _lock(conn: asyncpg.Connection, timeout: float) -> None:
         await asyncio.sleep(0.05)
 
 
+async def _record(conn: asyncpg.Connection, migration: Migration) -> None:
+    await conn.execute("INSERT INTO schema_migrations (version, name, checksum) "
+                       "VALUES ($1, $2, $3)",
+                       migration.version, migration.name, migration.checksum)
+
+
 async def migrate(db: Database, migrations: list[Migration] | None = None, *,
                   lock_timeout: float = 300.0) -> list[str]:
     """Applies the pending migrations; returns the names of those this call applied.
@@ -159,12 +188,14 @@ async def migrate(db: Database, migrations: list[Migration] | None = None, *,
             await conn.execute(_CREATE_TABLE)
             for migration in _check(await applied_versions(conn), migrations):
                 try:
-                    async with conn.transaction():
-                        await conn.execute(migration.sql)
-                        await conn.execute(
-                            "INSERT INTO schema_migrations (version, name, checksum) "
-                            "VALUES ($1, $2, $3)",
-                            migration.version, migration.name, migration.checksum)
+                    if migration.transactional:
+                        async with conn.transaction():
+                            await conn.execute(migration.sql)
+                            await _record(conn, migration)
+                    else:
+                        for statement in migration.statements():
+                            await conn.execute(statement)
+                        await _record(conn, migration)
                 except asyncpg.PostgresError as exc:
                     raise MigrationError(f"migration {migration.name}.sql failed: "
                                          f"{type(exc).__name__}: {exc}") from exc
