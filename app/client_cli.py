@@ -1,4 +1,4 @@
-"""``dwasm modules ...`` and ``dwasm flows ...``: a command-line client of the dwasm REST API.
+"""``dwasm modules|flows|queues|cluster ...``: a command-line client of the dwasm REST API.
 
 Each subcommand is one or a few synchronous HTTP requests (httpx) to the service named by
 ``--url`` / ``DWASM_URL``, with ``--token`` / ``DWASM_TOKEN`` as a bearer token. Output is for
@@ -17,11 +17,12 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import math
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -101,7 +102,8 @@ class Api:
 
 def _problem_error(response: Any) -> ClientError:
     """The ``error:`` line of an error answer: the problem's detail (or title), and the
-    field errors of a validation problem as detail lines."""
+    field errors of a validation problem as detail lines (but not the one error that the
+    detail already states)."""
     try:
         body = response.json()
     except ValueError:
@@ -115,7 +117,9 @@ def _problem_error(response: Any) -> ClientError:
     for err in body.get("errors") or []:
         if isinstance(err, dict):
             loc = ".".join(str(p) for p in err.get("loc", []))
-            details.append(f"  {loc}: {err.get('msg', '')}")
+            line = f"{loc}: {err.get('msg', '')}"
+            if line != message:
+                details.append(f"  {line}")
     return ClientError(str(message), EXIT_SERVICE, details)
 
 
@@ -275,10 +279,15 @@ def _cmd_modules_get(api: Api, ns: argparse.Namespace) -> int:
 # dwasm flows
 
 
-def _flow_path(flow_id: str, suffix: str = "") -> str:
+def _path(prefix: str, name: str, suffix: str = "") -> str:
+    """``prefix/name/suffix`` with ``name`` escaped as one path segment (the server judges it)."""
     from urllib.parse import quote
 
-    return f"/v1/flows/{quote(flow_id, safe='')}{suffix}"
+    return f"{prefix}/{quote(name, safe='')}{suffix}"
+
+
+def _flow_path(flow_id: str, suffix: str = "") -> str:
+    return _path("/v1/flows", flow_id, suffix)
 
 
 def _print_flow(flow: dict[str, Any]) -> None:
@@ -511,6 +520,240 @@ def _cmd_flows_query(api: Api, ns: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# dwasm queues
+
+#: The policy fields of ``PUT /v1/queues/{queue}/policy`` and the options that set them.
+POLICY_OPTIONS = (("max_attempts", "--max-attempts"), ("backoff_initial", "--backoff"),
+                  ("backoff_factor", "--backoff-factor"), ("backoff_max", "--backoff-max"),
+                  ("lease_timeout", "--lease-timeout"))
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
+def _age(text: str | None, now: datetime) -> str:
+    """How long ago an API timestamp was, coarsely (``42s``, ``3m05s``, ``2h10m``, ``4d03h``);
+    ``-`` for none. A clock ahead of this machine's counts as 0."""
+    if not text:
+        return "-"
+    try:
+        then = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)
+    secs = max(0, int((now - then).total_seconds()))
+    if secs < 60:
+        return f"{secs}s"
+    if secs < 3600:
+        return f"{secs // 60}m{secs % 60:02d}s"
+    if secs < 86400:
+        return f"{secs // 3600}h{secs % 3600 // 60:02d}m"
+    return f"{secs // 86400}d{secs % 86400 // 3600:02d}h"
+
+
+def _mark(queue: dict[str, Any], field: str, text: str) -> str:
+    """``text``, starred when the queue overrides ``field`` (not the service's default)."""
+    return text + ("*" if field in (queue.get("overrides") or []) else "")
+
+
+def _backoff_text(queue: dict[str, Any]) -> str:
+    policy = queue["policy"]
+    return (_mark(queue, "backoff_initial", _seconds(policy["backoff_initial"]))
+            + " x" + _mark(queue, "backoff_factor", f"{policy['backoff_factor']:g}")
+            + " max " + _mark(queue, "backoff_max", _seconds(policy["backoff_max"])))
+
+
+def _queue_row(queue: dict[str, Any], now: datetime) -> list[str]:
+    policy = queue["policy"]
+    return [queue["name"], str(queue["pending"]), str(queue["leased"]),
+            _age(queue.get("oldest_pending_at"), now),
+            _mark(queue, "max_attempts", str(policy["max_attempts"])), _backoff_text(queue),
+            _mark(queue, "lease_timeout", _seconds(policy["lease_timeout"]))]
+
+
+def _cmd_queues_list(api: Api, ns: argparse.Namespace) -> int:
+    page = api.request("GET", "/v1/queues")
+    if ns.json:
+        _print_json(page)
+        return 0
+    if not page["items"]:
+        print("no queues (none has pending or leased tasks or a policy of its own)")
+        return 0
+    now = datetime.now(UTC)
+    _table(["QUEUE", "PENDING", "LEASED", "OLDEST PENDING", "MAX ATTEMPTS", "BACKOFF",
+            "LEASE TIMEOUT"], [_queue_row(q, now) for q in page["items"]], sys.stdout)
+    if any(q.get("overrides") for q in page["items"]):
+        print("* set for this queue; the rest is the service's default")
+    return 0
+
+
+def _print_queue(queue: dict[str, Any]) -> None:
+    policy = queue["policy"]
+    overrides = queue.get("overrides") or []
+    oldest = queue.get("oldest_pending_at")
+    age = _age(oldest, datetime.now(UTC))
+
+    def value(field: str, text: str) -> str:
+        return text + (" (this queue)" if field in overrides else " (default)")
+
+    _fields([("queue", queue["name"]), ("pending", str(queue["pending"])),
+             ("leased", str(queue["leased"])),
+             ("oldest pending", f"{_when(oldest)} ({age} ago)" if oldest else "-"),
+             ("max attempts", value("max_attempts", str(policy["max_attempts"]))),
+             ("backoff", value("backoff_initial", _seconds(policy["backoff_initial"]))),
+             ("backoff factor", value("backoff_factor", f"{policy['backoff_factor']:g}")),
+             ("backoff max", value("backoff_max", _seconds(policy["backoff_max"]))),
+             ("lease timeout", value("lease_timeout", _seconds(policy["lease_timeout"])))],
+            sys.stdout)
+
+
+def _queue_path(queue: str, suffix: str = "") -> str:
+    return _path("/v1/queues", queue, suffix)
+
+
+def _show_queue(ns: argparse.Namespace, queue: dict[str, Any]) -> int:
+    if ns.json:
+        _print_json(queue)
+    else:
+        _print_queue(queue)
+    return 0
+
+
+def _cmd_queues_get(api: Api, ns: argparse.Namespace) -> int:
+    return _show_queue(ns, api.request("GET", _queue_path(ns.queue)))
+
+
+def _cmd_queues_set_policy(api: Api, ns: argparse.Namespace) -> int:
+    body = {field: getattr(ns, field) for field, _ in POLICY_OPTIONS
+            if getattr(ns, field) is not None}
+    if not body:
+        raise ClientError("give at least one of " + ", ".join(o for _, o in POLICY_OPTIONS)
+                          + f" (`dwasm queues reset-policy {ns.queue}` returns the queue to "
+                          "the default policy)", EXIT_USAGE)
+    return _show_queue(ns, api.request("PUT", _queue_path(ns.queue, "/policy"), json=body))
+
+
+def _cmd_queues_reset_policy(api: Api, ns: argparse.Namespace) -> int:
+    api.request("DELETE", _queue_path(ns.queue, "/policy"))
+    return _show_queue(ns, api.request("GET", _queue_path(ns.queue)))
+
+
+def _finite(text: str) -> float:
+    """An argparse type: a float that JSON can carry (no nan, no inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# dwasm cluster
+
+
+def _ranges(numbers: Sequence[int]) -> str:
+    """``0-3, 8, 10-11`` for [0, 1, 2, 3, 8, 10, 11]."""
+    parts: list[str] = []
+    run: list[int] = []
+    for n in sorted(numbers):
+        if run and n == run[-1] + 1:
+            run.append(n)
+            continue
+        if run:
+            parts.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
+        run = [n]
+    if run:
+        parts.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
+    return ", ".join(parts)
+
+
+def _yes(value: Any) -> str:
+    return "yes" if value else "no"
+
+
+def _owner_counts(assignments: list[dict[str, Any]]) -> dict[str | None, int]:
+    counts: dict[str | None, int] = {}
+    for a in assignments:
+        counts[a.get("owner")] = counts.get(a.get("owner"), 0) + 1
+    return counts
+
+
+def _shard_map_lines(view: dict[str, Any]) -> list[str]:
+    """The shard map in a few lines: shards per owner, and the shards in handoff."""
+    assignments = view.get("assignments")
+    if assignments is None:
+        return ["shard map: none yet (no coordinator has written one)"]
+    counts = _owner_counts(assignments)
+    owners = ", ".join(f"{owner} {n}" for owner, n in sorted(
+        ((o, n) for o, n in counts.items() if o is not None), key=lambda item: item[0]))
+    unassigned = counts.get(None, 0)
+    text = f"shard map: {len(assignments)} shards, version {view.get('version', 0)}: "
+    text += (owners or "no owner")
+    if unassigned:
+        text += f"; {unassigned} unassigned"
+    lines = [text]
+    moving = [(s, a) for s, a in enumerate(assignments) if a.get("next_owner")]
+    if not moving:
+        lines.append("in handoff: none")
+        return lines
+    lines.append(f"in handoff: {len(moving)}")
+    for shard, a in moving[:20]:
+        lines.append(f"  shard {shard}: {a.get('owner') or '-'} -> {a['next_owner']}")
+    if len(moving) > 20:
+        lines.append(f"  ... and {len(moving) - 20} more (--json has them all)")
+    return lines
+
+
+def _print_cluster(view: dict[str, Any]) -> None:
+    shards = view["shards"]
+    held = view.get("held")
+    held_list = held if isinstance(held, list) else None
+    held_count = len(held_list) if held_list is not None else int(held or 0)
+    ready = _yes(view.get("ready")) + (" (draining)" if view.get("draining") else "")
+    node = view["node_id"] + (f" (incarnation {view['incarnation']})"
+                              if view.get("incarnation") else "")
+    held_text = f"{held_count} of {shards}"
+    if held_list:
+        held_text += f": {_ranges(held_list)}"
+    pairs = [("mode", view["mode"]), ("node", node), ("ready", ready)]
+    if view["mode"] != "single":
+        pairs += [("leader", _yes(view.get("leader"))),
+                  ("etcd connected", _yes(view.get("etcd_connected"))),
+                  ("topology version", str(view.get("version", 0)))]
+    pairs.append(("shards held", held_text))
+    _fields(pairs, sys.stdout)
+    if view["mode"] == "single":
+        print(f"single node: {view['node_id']} owns all {shards} shards (no etcd, no shard map)")
+        return
+    members = view.get("members") or {}
+    counts = _owner_counts(view.get("assignments") or [])
+    print()
+    if members:
+        rows = [[node_id + (" (this node)" if node_id == view["node_id"] else ""),
+                 m.get("url") or "-", m.get("state") or "-", str(counts.get(node_id, 0)),
+                 m.get("incarnation") or "-"] for node_id, m in sorted(members.items())]
+        _table(["NODE", "URL", "STATE", "SHARDS", "INCARNATION"], rows, sys.stdout)
+    else:
+        print("no members in the shard map")
+    print()
+    for line in _shard_map_lines(view):
+        print(line)
+
+
+def _cmd_cluster(api: Api, ns: argparse.Namespace) -> int:
+    view = api.request("GET", "/v1/cluster")
+    if ns.json:
+        _print_json(view)
+    else:
+        _print_cluster(view)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
 # Registration
 
 
@@ -561,8 +804,8 @@ def _common() -> argparse.ArgumentParser:
 
 
 def add_client_commands(commands: Any) -> None:
-    """Adds ``modules`` and ``flows`` to the ``dwasm`` subcommands (an argparse subparsers
-    object)."""
+    """Adds ``modules``, ``flows``, ``queues`` and ``cluster`` to the ``dwasm`` subcommands
+    (an argparse subparsers object)."""
     common = [_common()]
     fmt = argparse.RawDescriptionHelpFormatter
     epilog = f"environment: DWASM_URL, DWASM_TOKEN\n{WAIT_EXIT_HELP}"
@@ -642,3 +885,49 @@ def add_client_commands(commands: Any) -> None:
     p.add_argument("args", nargs="*", metavar="ARGS", help="the export's arguments")
     p.add_argument("--fuel", type=int, metavar="N", help="fuel limit (default 10 000 000)")
     p.set_defaults(handler=_run(_cmd_flows_query))
+
+    queues = commands.add_parser("queues", help="queues' backlog and retry policies",
+                                 description="Show the task queues of a dwasm service (backlog "
+                                             "and the retry policy in force) and set their "
+                                             "policies. See docs/cli.md.",
+                                 epilog=epilog, formatter_class=fmt)
+    queues.set_defaults(handler=_usage(queues))
+    qsub = queues.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
+    p = qsub.add_parser("list", parents=common,
+                        help="queues with a backlog or a policy of their own (a table)")
+    p.set_defaults(handler=_run(_cmd_queues_list))
+    p = qsub.add_parser("get", parents=common, help="one queue's backlog and policy")
+    p.add_argument("queue", metavar="QUEUE")
+    p.set_defaults(handler=_run(_cmd_queues_get))
+    p = qsub.add_parser(
+        "set-policy", parents=common, help="set a queue's retry policy",
+        description="Replace QUEUE's policy overrides: the options given apply to QUEUE, every "
+                    "other field takes the service's default (DWASM_MAX_ATTEMPTS, ...). "
+                    "Applies from now on, on every node within a few seconds; a task keeps "
+                    "the max attempts it was scheduled with. Prints the queue.")
+    p.add_argument("queue", metavar="QUEUE")
+    p.add_argument("--max-attempts", dest="max_attempts", type=int, metavar="N",
+                   help="attempts per task, the first included (1-1000)")
+    p.add_argument("--backoff", dest="backoff_initial", type=_finite, metavar="S",
+                   help="seconds before the second attempt (0-86400)")
+    p.add_argument("--backoff-factor", dest="backoff_factor", type=_finite, metavar="F",
+                   help="each further backoff is F times longer (1-100)")
+    p.add_argument("--backoff-max", dest="backoff_max", type=_finite, metavar="S",
+                   help="the longest backoff, seconds (0-604800)")
+    p.add_argument("--lease-timeout", dest="lease_timeout", type=_finite, metavar="S",
+                   help="seconds a lease lasts without a heartbeat (above 0, up to 86400)")
+    p.set_defaults(handler=_run(_cmd_queues_set_policy))
+    p = qsub.add_parser("reset-policy", parents=common,
+                        help="return a queue to the service's default policy",
+                        description="Drop QUEUE's policy overrides (an error if it has none); "
+                                    "prints the queue.")
+    p.add_argument("queue", metavar="QUEUE")
+    p.set_defaults(handler=_run(_cmd_queues_reset_policy))
+
+    p = commands.add_parser(
+        "cluster", parents=common, help="the cluster as a node sees it",
+        description="This node (mode, id, readiness, shard map version, shards it holds), the "
+                    "members (url, state, shards owned) and a summary of the shard map "
+                    "(shards per owner, shards in handoff). See docs/cluster.md.",
+        epilog=epilog, formatter_class=fmt)
+    p.set_defaults(handler=_run(_cmd_cluster))

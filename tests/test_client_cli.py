@@ -1,12 +1,15 @@
-"""``dwasm modules|flows ...``: the real CLI (``python -m app.cli``) against a real service
-process (``spawn_server``: uvicorn + PostgreSQL)."""
+"""``dwasm modules|flows|queues|cluster ...``: the real CLI (``python -m app.cli``) against a
+real service process (``spawn_server``: uvicorn + PostgreSQL; two of them and a real etcd for
+``cluster`` on a cluster)."""
 
 from __future__ import annotations
 
 import json
 import os
 import pty
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from flowkit import COUNTER_WAT, FLOWS, ROOT, TRAP_WAT, wat
+from flowkit import COUNTER_WAT, FLOWS, ROOT, TRAP_WAT, lease, wat
 
 HELLO = str(FLOWS / "hello.wasm")
 
@@ -28,10 +31,13 @@ def _env(url: str | None) -> dict[str, str]:
     return env
 
 
-def cli(url: str | None, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Runs ``dwasm ARGS`` with DWASM_URL=url; returns the finished process (text output)."""
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=_env(url),
-                          capture_output=True, text=True, timeout=timeout, check=False)
+def cli(url: str | None, *args: str, timeout: float = 60,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Runs ``dwasm ARGS`` with DWASM_URL=url (and ``env``); returns the finished process (text
+    output)."""
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=ROOT,
+                          env={**_env(url), **(env or {})}, capture_output=True, text=True,
+                          timeout=timeout, check=False)
 
 
 def popen(url: str, *args: str, **kwargs: Any) -> subprocess.Popen[str]:
@@ -40,8 +46,9 @@ def popen(url: str, *args: str, **kwargs: Any) -> subprocess.Popen[str]:
                             text=True, **kwargs)
 
 
-def api_get(url: str, path: str) -> Any:
-    r = httpx.get(url + path, timeout=30)
+def api_get(url: str, path: str, token: str | None = None) -> Any:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    r = httpx.get(url + path, headers=headers, timeout=30)
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -247,3 +254,233 @@ def test_errors(server: Any, tmp_path: Path) -> None:
     assert down.returncode == 7
     assert f"cannot connect to the dwasm service at {url}" in down.stderr
     assert "is the server running" in down.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# dwasm queues, dwasm cluster
+
+
+def _row(stdout: str, first: str) -> list[str]:
+    """The table row whose first column is ``first``, split on runs of two or more spaces."""
+    for line in stdout.splitlines():
+        cells = re.split(r"\s{2,}", line.strip())
+        if cells[0] == first:
+            return cells
+    raise AssertionError(f"no row {first!r} in:\n{stdout}")
+
+
+def _field(stdout: str, name: str) -> str:
+    """The value of a ``name  value`` line of the fields form."""
+    for line in stdout.splitlines():
+        key, _, value = line.partition("  ")
+        if key == name:
+            return value.strip()
+    raise AssertionError(f"no field {name!r} in:\n{stdout}")
+
+
+def test_queues_backlog_and_policies(server: Any) -> None:
+    url = server.url
+    empty = cli(url, "queues", "list")
+    assert (empty.returncode, empty.stdout.startswith("no queues")) == (0, True), empty.stderr
+    # fanout schedules 20 tasks on "square" and waits for them; a worker holds one
+    started = cli(url, "flows", "start", "--id", "fan", str(FLOWS / "fanout.wasm"))
+    assert started.returncode == 0, started.stderr
+    wait_status(url, "fan", ("waiting",))
+    with httpx.Client(base_url=url, timeout=30) as client:
+        held = lease(client, "square")
+    assert held is not None
+    api = api_get(url, "/v1/queues/square")
+    assert (api["pending"], api["leased"]) == (19, 1) and api["overrides"] == []
+    default = api["policy"]
+
+    listed = cli(url, "queues", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert re.split(r"\s{2,}", listed.stdout.splitlines()[0]) == [
+        "QUEUE", "PENDING", "LEASED", "OLDEST PENDING", "MAX ATTEMPTS", "BACKOFF",
+        "LEASE TIMEOUT"]
+    row = _row(listed.stdout, "square")
+    assert row[1:3] == ["19", "1"] and re.fullmatch(r"\d+s", row[3]), row
+    backoff = (f"{default['backoff_initial']:g}s x{default['backoff_factor']:g} "
+               f"max {default['backoff_max']:g}s")
+    assert row[4:] == [str(default["max_attempts"]), backoff, f"{default['lease_timeout']:g}s"]
+    assert "*" not in listed.stdout  # nothing is overridden yet
+    assert json.loads(cli(url, "queues", "list", "--json").stdout) == api_get(url, "/v1/queues")
+
+    got = cli(url, "queues", "get", "square")
+    assert _field(got.stdout, "pending") == "19" and _field(got.stdout, "leased") == "1"
+    assert _field(got.stdout, "max attempts") == f"{default['max_attempts']} (default)"
+    assert _field(got.stdout, "oldest pending").endswith(" ago)")
+    assert json.loads(cli(url, "queues", "get", "--json", "square").stdout) == api
+
+    # set-policy: the options given apply to the queue, the rest stays the default
+    attempts = default["max_attempts"] + 2
+    set_out = cli(url, "queues", "set-policy", "square", "--max-attempts", str(attempts),
+                  "--backoff", "0.25", "--backoff-max", "9", "--lease-timeout", "45")
+    assert set_out.returncode == 0, set_out.stderr
+    assert _field(set_out.stdout, "max attempts") == f"{attempts} (this queue)"
+    assert _field(set_out.stdout, "backoff") == "0.25s (this queue)"
+    assert _field(set_out.stdout, "backoff factor") == \
+        f"{default['backoff_factor']:g} (default)"
+    api = api_get(url, "/v1/queues/square")
+    assert api["overrides"] == ["backoff_initial", "backoff_max", "lease_timeout",
+                                "max_attempts"]
+    assert api["policy"] == {**default, "max_attempts": attempts, "backoff_initial": 0.25,
+                             "backoff_max": 9.0, "lease_timeout": 45.0}
+    assert _field(cli(url, "queues", "get", "square").stdout, "lease timeout") == \
+        "45s (this queue)"
+    row = _row(cli(url, "queues", "list").stdout, "square")
+    assert row[4:] == [f"{attempts}*", f"0.25s* x{default['backoff_factor']:g} max 9s*", "45s*"]
+    # PUT replaces the overrides; --json prints the API's answer
+    replaced = json.loads(cli(url, "queues", "set-policy", "--json", "square",
+                              "--lease-timeout", "60", "--backoff-factor", "3").stdout)
+    assert replaced == api_get(url, "/v1/queues/square")
+    assert replaced["overrides"] == ["backoff_factor", "lease_timeout"]
+    assert replaced["policy"]["max_attempts"] == default["max_attempts"]
+
+    # bad values: the server's message and 7; the policy is unchanged
+    negative = cli(url, "queues", "set-policy", "square", "--backoff", "-1")
+    assert negative.returncode == 7, negative.stderr
+    assert negative.stderr == ("error: body.backoff_initial: Input should be greater than or "
+                               "equal to 0\n")
+    too_many = cli(url, "queues", "set-policy", "square", "--max-attempts", "5000")
+    assert too_many.returncode == 7 and "max_attempts" in too_many.stderr
+    assert api_get(url, "/v1/queues/square") == replaced
+    assert cli(url, "queues", "set-policy", "square").returncode == 2  # nothing to set
+    not_finite = cli(url, "queues", "set-policy", "square", "--backoff", "nan")
+    assert not_finite.returncode == 2 and "not a finite number" in not_finite.stderr
+    bad_name = cli(url, "queues", "get", "no spaces")
+    assert bad_name.returncode == 7
+    assert bad_name.stderr.startswith("error: a queue name is 1 to 200 characters")
+
+    # reset-policy: back to the defaults (and prints the queue); a second time is a 404
+    reset = cli(url, "queues", "reset-policy", "square")
+    assert reset.returncode == 0, reset.stderr
+    assert _field(reset.stdout, "lease timeout") == f"{default['lease_timeout']:g}s (default)"
+    assert api_get(url, "/v1/queues/square")["overrides"] == []
+    again = cli(url, "queues", "reset-policy", "square")
+    assert (again.returncode, again.stderr) == (
+        7, "error: queue 'square' has no policy of its own\n")
+    # a queue with only a policy (no tasks) is listed too
+    assert cli(url, "queues", "set-policy", "idle", "--max-attempts", "1").returncode == 0
+    assert _row(cli(url, "queues", "list").stdout, "idle")[1:5] == ["0", "0", "-", "1*"]
+    reset_json = json.loads(cli(url, "queues", "reset-policy", "--json", "idle").stdout)
+    assert reset_json == api_get(url, "/v1/queues/idle") and reset_json["overrides"] == []
+    assert cli(url, "queues").returncode == 2
+
+
+CLIENT_TOKEN = "client:cli-client-token-1234"
+ADMIN_TOKEN = "admin:cli-admin-token-12345"
+
+
+def test_cluster_on_a_single_node_and_tokens(spawn_server: Any) -> None:
+    node = spawn_server(env={"DWASM_API_TOKENS": f"{CLIENT_TOKEN},{ADMIN_TOKEN}"})
+    url = node.url
+    admin = ADMIN_TOKEN.split(":")[1]
+    client = CLIENT_TOKEN.split(":")[1]
+    view = api_get(url, "/v1/cluster", admin)
+    assert view["mode"] == "single"
+    out = cli(url, "cluster", env={"DWASM_TOKEN": admin})
+    assert out.returncode == 0, out.stderr
+    assert _field(out.stdout, "mode") == "single"
+    assert _field(out.stdout, "node").startswith(view["node_id"] + " (incarnation ")
+    assert _field(out.stdout, "shards held") == f"{view['shards']} of {view['shards']}"
+    assert out.stdout.splitlines()[-1] == (f"single node: {view['node_id']} owns all "
+                                           f"{view['shards']} shards (no etcd, no shard map)")
+    as_json = cli(url, "cluster", "--json", "--token", admin)
+    assert json.loads(as_json.stdout) == view
+    # the cluster and policies need an admin token, the backlog a client token
+    forbidden = cli(url, "cluster", "--token", client)
+    assert forbidden.returncode == 7 and forbidden.stderr.startswith("error: ")
+    assert cli(url, "cluster").returncode == 7  # no token at all
+    assert cli(url, "queues", "list", env={"DWASM_TOKEN": client}).returncode == 0
+    refused = cli(url, "queues", "set-policy", "q", "--backoff", "1", "--token", client)
+    assert refused.returncode == 7
+    token_wins = cli(url, "queues", "set-policy", "q", "--backoff", "1", "--token", client,
+                  env={"DWASM_TOKEN": admin})  # --token wins over DWASM_TOKEN
+    assert token_wins.returncode == 7
+    assert cli(url, "queues", "set-policy", "q", "--backoff", "1",
+               env={"DWASM_TOKEN": admin}).returncode == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+CLUSTER_SHARDS = 8
+
+
+def _settled(urls: list[str]) -> list[dict[str, Any]]:
+    """The nodes' views once every shard has one of them as owner, no shard is in handoff
+    and both route with the same map version."""
+    deadline = time.monotonic() + 60
+    while True:
+        views = [httpx.get(f"{u}/v1/cluster", timeout=10).json() for u in urls]
+        owners = [{a.get("owner") for a in v.get("assignments") or [{}]} for v in views]
+        if all(o == {"n0", "n1"} for o in owners) and len({v["version"] for v in views}) == 1 \
+                and not any(a.get("next_owner") for v in views for a in v["assignments"]) \
+                and all(v["ready"] for v in views):
+            return views
+        assert time.monotonic() < deadline, f"the cluster did not settle: {views}"
+        time.sleep(0.1)
+
+
+def test_cluster_of_two_nodes(etcd_server: Any, database_url: str, spawn_server: Any) -> None:
+    ports = [_free_port() for _ in range(2)]
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
+    for i, port in enumerate(ports):
+        spawn_server(database_url, port=port, env={
+            "DWASM_ETCD": etcd_server.endpoint, "DWASM_NODE_ID": f"n{i}",
+            "DWASM_ADVERTISE_URL": urls[i], "DWASM_CLUSTER_SECRET": "cli-test-secret",
+            "DWASM_SHARDS": str(CLUSTER_SHARDS), "DWASM_LEASE_TTL": "2",
+            "DWASM_SHUTDOWN_GRACE": "1"})
+    views = _settled(urls)
+    owned = {n: sum(1 for a in views[0]["assignments"] if a["owner"] == n) for n in ("n0", "n1")}
+    assert sum(owned.values()) == CLUSTER_SHARDS
+
+    for i, (url, view) in enumerate(zip(urls, views)):
+        out = cli(None, "cluster", "--url", url)
+        assert out.returncode == 0, out.stderr
+        assert _field(out.stdout, "mode") == "cluster"
+        assert _field(out.stdout, "node") == f"n{i} (incarnation {view['incarnation']})"
+        assert _field(out.stdout, "ready") == "yes"
+        assert _field(out.stdout, "topology version") == str(view["version"])
+        assert _field(out.stdout, "shards held").startswith(
+            f"{len(view['held'])} of {CLUSTER_SHARDS}: ")
+        for j in range(2):
+            member = view["members"][f"n{j}"]
+            name = f"n{j} (this node)" if i == j else f"n{j}"
+            assert _row(out.stdout, name) == [name, urls[j], "ready", str(owned[f"n{j}"]),
+                                              member["incarnation"]]
+        assert (f"shard map: {CLUSTER_SHARDS} shards, version {view['version']}: "
+                f"n0 {owned['n0']}, n1 {owned['n1']}") in out.stdout.splitlines()
+        assert "in handoff: none" in out.stdout.splitlines()
+        assert json.loads(cli(url, "cluster", "--json").stdout) == \
+            api_get(url, "/v1/cluster")
+
+
+def test_shard_map_summary_with_handoff_and_unassigned_shards() -> None:
+    """The summary's rarer lines, which a settled test cluster does not show: shards moving
+    between owners and shards nobody owns (a real map's JSON shape, as GET /v1/cluster has
+    it)."""
+    from datetime import UTC, datetime
+
+    from app.client_cli import _age, _ranges, _shard_map_lines
+
+    assignments = [{"owner": "n0", "incarnation": "a", "epoch": 3},
+                   {"owner": "n0", "incarnation": "a", "epoch": 2, "next_owner": "n1",
+                    "next_incarnation": "b", "since": 1.0},
+                   {"owner": None, "incarnation": None, "epoch": 0},
+                   {"owner": "n1", "incarnation": "b", "epoch": 1}]
+    assert _shard_map_lines({"version": 7, "assignments": assignments}) == [
+        "shard map: 4 shards, version 7: n0 2, n1 1; 1 unassigned",
+        "in handoff: 1", "  shard 1: n0 -> n1"]
+    assert _shard_map_lines({"version": 0, "assignments": None}) == [
+        "shard map: none yet (no coordinator has written one)"]
+    assert _ranges([11, 0, 1, 2, 3, 8, 10]) == "0-3, 8, 10-11"
+    now = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert [_age(t, now) for t in ("2030-01-02T03:04:01Z", "2030-01-02T03:01:00+00:00",
+                                   "2030-01-02T00:00:05Z", "2029-12-29T00:00:00Z",
+                                   "2030-01-02T03:05:00Z", None)] == \
+        ["4s", "3m05s", "3h04m", "4d03h", "0s", "-"]
