@@ -17,6 +17,7 @@ import shutil
 import socket
 import time
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -169,9 +170,14 @@ class Shots:
         self.test_name = test_name
         self.saved: list[Path] = []
 
-    def take(self, page: Any, name: str) -> Path:
+    def take(self, page: Any, name: str, selector: str | None = None) -> Path:
+        """The whole page, or only where the element ``selector`` names is, when given: cut
+        from the page, as it is at that moment (a live page redraws its elements)."""
         path = self.tmp_path / f"console-{name}.png"
-        page.screenshot(path=str(path), full_page=True)
+        clip = None if selector is None else page.evaluate(
+            "s => { const r = document.querySelector(s).getBoundingClientRect(); return "
+            "{x: r.x + scrollX, y: r.y + scrollY, width: r.width, height: r.height}; }", selector)
+        page.screenshot(path=str(path), full_page=True, clip=clip)
         print(f"screenshot: {path}")
         target = os.environ.get("DWASM_TEST_ARTIFACTS")
         if target:
@@ -363,6 +369,292 @@ def test_console_shows_the_end_of_a_long_output(live_server: Any, page: Any,
         shown = page.get_by_test_id("stdout").text_content()
         assert shown.endswith("xxEND\n") and len(shown) == 256 * 1024
         expect(page.get_by_text("655,364 bytes")).to_be_visible()
+
+
+# Two bursts of four 40 ms durable sleeps (a checkpoint each, so events with their own times),
+# 3 s of durable sleep between them.
+GAP_WAT = """
+(module
+  (import "dwasm" "sleep_ms" (func $sleep (param i64)))
+  (memory (export "memory") 1)
+  (func $burst (local $i i32)
+    (loop $again
+      (call $sleep (i64.const 40))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $again (i32.lt_u (local.get $i) (i32.const 4)))))
+  (func (export "_start")
+    (call $burst)
+    (call $sleep (i64.const 3000))
+    (call $burst)))
+"""
+
+
+def _ms(iso: str) -> int:
+    """An API timestamp in whole milliseconds since the epoch, as the page's ``Date`` reads it
+    (microseconds are dropped, not rounded)."""
+    from datetime import datetime
+
+    moment = datetime.fromisoformat(iso)
+    return int(moment.timestamp()) * 1000 + moment.microsecond // 1000
+
+
+def _duration_text(ms: int) -> str:
+    """dom.js ``duration()`` for a gap under a minute (``toFixed`` rounds the double's exact
+    value half up, which Decimal(float) reproduces)."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    if ms < 1000:
+        return f"{ms} ms"
+    assert ms < 60_000, ms
+    digits = "0.01" if ms < 10_000 else "0.1"
+    return f"{Decimal(ms / 1000).quantize(Decimal(digits), rounding=ROUND_HALF_UP)} s"
+
+
+def _timeline_geometry(page: Any) -> dict[str, Any]:
+    """Where the timeline drew things: markers, breaks (band and label), status bars, ticks."""
+    return page.evaluate("""() => {
+      const svg = document.querySelector("[data-testid=timeline] svg");
+      const num = (el, name) => parseFloat(el.getAttribute(name));
+      return {
+        width: num(svg, "width"),
+        lanes: [...svg.querySelectorAll("rect.tl-lane")].map((r) => [num(r, "x"), num(r, "width")])[0],
+        markers: [...svg.querySelectorAll("circle.tl-event")].map((c) => ({
+          id: c.dataset.id, type: c.dataset.type, x: num(c, "cx"),
+          title: c.querySelector("title").textContent })),
+        breaks: [...svg.querySelectorAll("g.tl-break")].map((g) => {
+          const band = g.querySelector("rect.tl-break-band");
+          const label = g.querySelector("text.tl-break-label");
+          return { gap: parseFloat(g.dataset.gapMs), x0: num(band, "x"),
+                   x1: num(band, "x") + num(band, "width"),
+                   label: label ? label.textContent : null };
+        }),
+        status: [...svg.querySelectorAll("rect.tl-status")].map((r) => ({
+          cls: r.getAttribute("class"), x0: num(r, "x"), x1: num(r, "x") + num(r, "width") })),
+        ticks: [...svg.querySelectorAll("text.tl-tick:not(.tl-break-label):not(.tl-now)")].map(
+          (t) => ({ x: num(t, "x"), text: t.textContent })),
+      };
+    }""")
+
+
+def test_console_timeline_cuts_a_long_wait_short(live_server: Any, page: Any,
+                                                 shots: Shots) -> None:
+    """A flow with two bursts of events a 3 s durable sleep apart: the sleep is drawn as a
+    break with its length, both bursts are spread out on either side, the status lane runs
+    through the break, and markers still answer clicks."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=WAIT_MS)
+    with live_server.client() as api, shots.on_failure(page):
+        flow = start(api, upload(api, wat(GAP_WAT)))
+        wait_for(api, flow["id"], ("waiting",), pred=lambda f: (f.get("waiting") or {}).get(
+            "op") == "sleep" and _ms(f["waiting"]["until"]) - _ms(f["created_at"]) > 2500)
+        page.goto(f"{live_server.url}/ui#/flows/{flow['id']}")
+        expect(page.get_by_test_id("waiting")).to_contain_text("timer until")
+        # While it sleeps, the wait so far (up to "now") is already a break, drawn as waiting.
+        breaks = page.locator("[data-testid=timeline] g.tl-break")
+        expect(breaks).to_have_count(1)
+        expect(breaks.locator("text.tl-break-label")).to_have_text(re.compile(r"^≈ \d"))
+        live = _timeline_geometry(page)
+        band = live["breaks"][0]
+        assert band["x1"] > band["x0"] and band["x1"] < live["lanes"][0] + live["lanes"][1]
+        assert any("st-waiting" in bar["cls"] and bar["x0"] <= band["x0"]
+                   and bar["x1"] >= band["x1"] for bar in live["status"]), live["status"]
+        shots.take(page, "timeline-sleeping")
+        shots.take(page, "timeline-sleeping-closeup", "[data-testid=timeline]")
+
+        done = wait_for(api, flow["id"])
+        assert done["status"] == "completed", done
+        expect(page.get_by_test_id("flow-status")).to_have_text("completed")
+        events = api.get(f"/v1/flows/{flow['id']}/events").json()["items"]
+        expect(page.locator("circle.tl-event")).to_have_count(len(events))
+
+        # The longest gap between moments the page draws (start, events, end) is the sleep.
+        moments = sorted({_ms(done["created_at"]), _ms(done["finished_at"]),
+                          *(_ms(e["at"]) for e in events)})
+        gaps = sorted(((b - a, a, b) for a, b in pairwise(moments)), reverse=True)
+        gap, before_end, after_start = gaps[0]
+        assert 2500 <= gap < 10_000 and gaps[1][0] * 20 < gap, gaps[:3]
+        expect(breaks).to_have_count(1)
+        expect(breaks.locator("text.tl-break-label")).to_have_text(f"≈ {_duration_text(gap)}")
+        geo = _timeline_geometry(page)
+        band = geo["breaks"][0]
+        assert band["gap"] == gap and band["label"] == f"≈ {_duration_text(gap)}"
+
+        # Markers fall on the right side of the break, and both bursts are spread out, where a
+        # linear axis would have squeezed each into a few pixels.
+        _, plot_w = geo["lanes"]
+        at = {str(e["id"]): _ms(e["at"]) for e in events}
+        left = [m["x"] for m in geo["markers"] if at[m["id"]] <= before_end]
+        right = [m["x"] for m in geo["markers"] if at[m["id"]] >= after_start]
+        assert len(left) >= 4 and len(right) >= 4 and len(left) + len(right) == len(events)
+        assert max(left) < band["x0"] and min(right) > band["x1"], (left, right, band)
+        span = moments[-1] - moments[0]
+        for side, times in ((left, moments[:moments.index(before_end) + 1]),
+                            (right, moments[moments.index(after_start):])):
+            linear = (times[-1] - times[0]) / span * plot_w  # what a linear axis would give
+            assert max(side) - min(side) > max(100, 3 * linear), (side, linear, band)
+        assert any("st-waiting" in bar["cls"] and bar["x0"] <= band["x0"]
+                   and bar["x1"] >= band["x1"] for bar in geo["status"]), geo["status"]
+        assert any("st-completed" in bar["cls"] and bar["x0"] > band["x1"]
+                   for bar in geo["status"]), geo["status"]
+        # Readable ticks on both sides: several each, none drawn over another.
+        ticks = sorted(geo["ticks"], key=lambda t: t["x"])
+        assert ticks[0]["text"] == "0"
+        assert len([t for t in ticks if t["x"] < band["x0"]]) >= 2
+        after = [t for t in ticks if t["x"] > band["x1"]]
+        assert len(after) >= 2 and after[0]["text"].startswith("+3"), after
+        for a, b in pairwise(ticks):
+            assert b["x"] - a["x"] > 6.7 * len(a["text"]) / 2, (a, b)
+
+        # Hover titles and clicks still work after the break.
+        last = max(geo["markers"], key=lambda m: m["x"])
+        assert last["title"].startswith(f"#{last['id']} {last['type']} · +3.")
+        page.locator(f"circle.tl-event[data-id='{last['id']}']").click()
+        expect(page.locator(f"#ev-{last['id']}")).to_have_class(re.compile(r"\bflash\b"))
+        shots.take(page, "timeline-break")
+        shots.take(page, "timeline-break-closeup", "[data-testid=timeline]")
+
+
+def test_console_timeline_breaks_hours_and_days(live_server: Any, page: Any,
+                                                shots: Shots) -> None:
+    """Waits no test can sit through, drawn by the page's own timeline module: three bursts of
+    events 3 h 12 min and then a day and 2 h apart."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=WAIT_MS)
+    with shots.on_failure(page):
+        page.goto(f"{live_server.url}/ui")
+        expect(page.get_by_text("No flows yet.")).to_be_visible()
+        drawn = page.evaluate("""async () => {
+          const src = document.querySelector("script[type=module]").src;
+          const { timeline } = await import(src.replace(/app\\.js$/, "timeline.js"));
+          const base = Date.parse("2024-05-01T10:00:00Z");
+          const at = (ms) => new Date(base + ms).toISOString();
+          const events = [];
+          const burst = (start, types) => types.forEach((type, i) => events.push(
+            { id: events.length + 1, type, at: at(start + i * 7), data: {} }));
+          const second = (3 * 60 + 12) * 60_000;
+          const third = second + 26 * 3_600_000;
+          burst(0, ["started", "checkpoint", "task_scheduled", "checkpoint"]);
+          burst(second, ["task_completed", "task_delivered", "checkpoint"]);
+          burst(third, ["signal", "signal_received", "exit", "checkpoint"]);
+          const flow = { created_at: at(0), finished_at: at(third + 21), status: "completed" };
+          const view = document.getElementById("view");
+          view.replaceChildren(timeline(flow, events, { width: 1000 }));
+          const svg = view.querySelector("svg");
+          return {
+            breaks: [...svg.querySelectorAll("g.tl-break")].map((g) => [
+              parseFloat(g.dataset.gapMs), g.querySelector(".tl-break-label").textContent]),
+            markers: [...svg.querySelectorAll("circle.tl-event")].map((c) => [
+              +c.dataset.id, parseFloat(c.getAttribute("cx"))]),
+            ticks: [...svg.querySelectorAll("text.tl-tick:not(.tl-break-label)")].map(
+              (t) => t.textContent),
+            width: parseFloat(svg.getAttribute("width")),
+          };
+        }""")
+        shots.take(page, "timeline-days", "#view svg")
+    hour, minute = 3_600_000, 60_000
+    assert drawn["breaks"] == [[3 * hour + 12 * minute - 21, "≈ 3 h 12 min"],
+                               [26 * hour - 14, "≈ 1 d 2 h"]], drawn
+    xs = [x for _, x in sorted(drawn["markers"])]
+    assert xs == sorted(xs) and drawn["width"] == 1000, drawn
+    # Each burst lasts 14-21 ms and yet spans well over a hundred pixels.
+    for burst in (xs[0:4], xs[4:7], xs[7:11]):
+        assert burst[-1] - burst[0] > 100, xs
+    assert drawn["ticks"][0] == "0", drawn["ticks"]
+    assert any(t.startswith("+3h12m00.0") for t in drawn["ticks"]), drawn["ticks"]
+    assert any(t.startswith("+1d05h12m00.0") for t in drawn["ticks"]), drawn["ticks"]
+
+
+def _cells(section: Any) -> list[list[str]]:
+    """The text of each cell of each body row of the table in ``section``."""
+    return [[cell.strip() for cell in row.locator("td").all_inner_texts()]
+            for row in section.locator("tbody tr").all()]
+
+
+def test_console_cancels_after_confirming_and_uploads_a_module(live_server: Any, page: Any,
+                                                               shots: Shots) -> None:
+    """The cancel button asks first: dismissed, nothing is sent and the flow keeps waiting;
+    accepted, the flow is cancelled (on the page and in the API). Then a module uploaded with
+    the form shows its imports and exports."""
+    import hashlib
+
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=WAIT_MS)
+    url = live_server.url
+    with live_server.client() as api, shots.on_failure(page):
+        flow = start(api, upload(api, wat(COUNTER_WAT)))
+        wait_for(api, flow["id"], ("waiting",))
+        posts: list[str] = []
+        page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+        dialogs: list[str] = []
+
+        page.goto(f"{url}/ui#/flows/{flow['id']}")
+        expect(page.get_by_test_id("flow-status")).to_have_text("waiting")
+
+        def dismiss(dialog: Any) -> None:
+            dialogs.append(dialog.message)
+            dialog.dismiss()
+
+        page.once("dialog", dismiss)
+        page.get_by_role("button", name="Cancel flow").click()
+        # confirm() blocks the page until answered: once the click returns, the page has moved on.
+        assert dialogs == [f"Cancel flow {flow['id']}, its pending tasks and its children?"]
+        page.wait_for_function("() => true")  # one more turn of the page's event loop
+        assert not [u for u in posts if u.endswith("/cancel")], posts
+        expect(page.get_by_test_id("flow-status")).to_have_text("waiting")
+        assert api.get(f"/v1/flows/{flow['id']}").json()["status"] == "waiting"
+
+        def accept(dialog: Any) -> None:
+            dialogs.append(dialog.message)
+            dialog.accept()
+
+        page.once("dialog", accept)
+        page.get_by_role("button", name="Cancel flow").click()
+        expect(page.get_by_test_id("flow-status")).to_have_text("cancelled")
+        assert len(dialogs) == 2
+        assert [u for u in posts if u.endswith("/cancel")] == [
+            f"{url}/v1/flows/{flow['id']}/cancel"]
+        expect(page.get_by_test_id("result")).to_contain_text("Cancelled")
+        expect(page.get_by_role("button", name="Cancel flow")).to_have_count(0)
+        expect(page.get_by_role("button", name="Send")).to_have_count(0)
+        after = api.get(f"/v1/flows/{flow['id']}").json()
+        assert after["status"] == "cancelled" and after["finished_at"], after
+        expect(page.locator("rect.tl-status.st-cancelled")).to_have_count(1)
+        shots.take(page, "cancelled")
+
+        # Upload through the form: the module's page lists what the API says it imports/exports.
+        wasm = ROOT / "examples" / "flows" / "hello.wasm"
+        page.get_by_role("link", name="Modules", exact=True).click()
+        expect(page.get_by_test_id("modules-table").locator("tbody tr")).to_have_count(1)
+        page.set_input_files("#upload-file", str(wasm))
+        page.get_by_role("button", name="Upload", exact=True).click()
+        module_id = f"sha256:{hashlib.sha256(wasm.read_bytes()).hexdigest()}"
+        expect(page).to_have_url(f"{url}/ui#/modules/{module_id.replace(':', '%3A')}")
+        expect(page.get_by_role("heading", name=module_id)).to_be_visible()
+        described = api.get(f"/v1/modules/{module_id}").json()
+        assert described["imports"] and described["exports"], described
+        imports = page.locator("section", has=page.get_by_role("heading", name="Imports"))
+        exports = page.locator("section", has=page.get_by_role("heading", name="Exports"))
+        expect(imports.locator("tbody tr")).to_have_count(len(described["imports"]))
+        expect(exports.locator("tbody tr")).to_have_count(len(described["exports"]))
+        assert _cells(imports) == [[i["module"], i["name"], i["kind"]]
+                                   for i in described["imports"]]
+        assert _cells(exports) == [[x["name"], x["kind"]] for x in described["exports"]]
+        assert ["_start", "func"] in _cells(exports)
+        shots.take(page, "module-uploaded")
+
+        # Bytes that are not a module: the API's problem is shown, nothing is added.
+        page.get_by_role("navigation", name="Sections").get_by_role("link", name="Modules").click()
+        expect(page.get_by_test_id("modules-table").locator("tbody tr")).to_have_count(2)
+        page.set_input_files("#upload-file", files=[{
+            "name": "notes.wasm", "mimeType": "application/wasm", "buffer": b"not wasm"}])
+        page.get_by_role("button", name="Upload", exact=True).click()
+        banner = page.get_by_test_id("error-banner")
+        expect(banner).to_contain_text("422")
+        expect(banner).to_contain_text("Upload failed")
+        assert len(api.get("/v1/modules").json()["items"]) == 2
 
 
 def test_console_asks_for_a_token_and_keeps_it_in_the_tab(token_server: Any, page: Any,
