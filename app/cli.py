@@ -24,7 +24,7 @@ from vm import structure as S
 from vm.errors import InvalidError, MalformedError, TrapError
 
 from . import runner
-from .client_cli import add_client_commands
+from .client.commands import add_client_commands
 from .statedir import StateDirError
 
 EXIT_OK = 0

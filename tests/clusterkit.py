@@ -1,9 +1,11 @@
 """Clients of a cluster as its users see it: requests to any node (a load balancer), workers
-that lease and report through whichever node answers, retrying as docs/cluster.md says."""
+that lease and report through whichever node answers, retrying as docs/cluster.md says; and a
+settled two-node cluster of ``dwasm serve`` processes for tests that need one."""
 
 from __future__ import annotations
 
 import random
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,6 +37,44 @@ def call(urls: list[str], method: str, path: str, *, deadline: float = 60,
         if time.monotonic() > end:
             raise AssertionError(f"{method} {path}: no answer within {deadline} s; last {last}")
         time.sleep(0.2)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_two_nodes(spawn_server: Callable[..., Any], etcd_endpoint: str, database_url: str, *,
+                    shards: int) -> tuple[list[str], list[dict[str, Any]]]:
+    """Two ``dwasm serve`` processes (n0, n1) sharing one etcd and one database (``spawn_server``
+    stops them after the test); their URLs and their ``GET /v1/cluster`` views once settled
+    (see :func:`settled_views`)."""
+    ports = [_free_port() for _ in range(2)]
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
+    for i, port in enumerate(ports):
+        spawn_server(database_url, port=port, env={
+            "DWASM_ETCD": etcd_endpoint, "DWASM_NODE_ID": f"n{i}",
+            "DWASM_ADVERTISE_URL": urls[i], "DWASM_CLUSTER_SECRET": "two-node-test-secret",
+            "DWASM_SHARDS": str(shards), "DWASM_LEASE_TTL": "2",
+            "DWASM_SHUTDOWN_GRACE": "1"})  # the test stops them: no need to hand over
+    return urls, settled_views(urls)
+
+
+def settled_views(urls: list[str], deadline: float = 60) -> list[dict[str, Any]]:
+    """The nodes' views (nodes ``n0``, ``n1``, ... at ``urls``) once every shard has one of them
+    as owner, no shard is in handoff, all route with the same map version and all are ready."""
+    nodes = {f"n{i}" for i in range(len(urls))}
+    end = time.monotonic() + deadline
+    while True:
+        views = [httpx.get(f"{u}/v1/cluster", timeout=10).json() for u in urls]
+        owners = [{a.get("owner") for a in v.get("assignments") or [{}]} for v in views]
+        if all(o == nodes for o in owners) and len({v["version"] for v in views}) == 1 \
+                and not any(a.get("next_owner") for v in views for a in v["assignments"]) \
+                and all(v["ready"] for v in views):
+            return views
+        assert time.monotonic() < end, f"the cluster did not settle: {views}"
+        time.sleep(0.1)
 
 
 @dataclass

@@ -25,6 +25,9 @@ Servers (all stopped after the test; failures to start raise with the server's l
     ``start_live_server`` (function): factory ``start(database_url=None, *, app_factory=None,
     **settings) -> LiveServer`` for custom settings (``max_module_size=1024``), another app
     (``app_factory=create_app``: the core app only) or several servers.
+    ``server`` (function): the test module's server, ``live_server`` unless the module defines
+    its own ``server`` fixture (``return start_live_server(app_factory=flow_app)``), and
+    ``client`` (function): an ``httpx.Client`` of that ``server``, closed after the test.
     ``spawn_server`` (function): factory for real ``python -m app.cli serve`` processes:
     ``spawn(database_url=..., env=..., data_dir=...) -> ServerProcess`` with ``.url``,
     ``.stop()`` (SIGTERM, then SIGKILL after a timeout; returns the exit status), ``.kill()``
@@ -292,6 +295,20 @@ def start_live_server(make_database_url: Callable[..., str]) -> Iterator[Callabl
 @pytest.fixture
 def live_server(start_live_server: Callable[..., LiveServer], database_url: str) -> LiveServer:
     return start_live_server(database_url)
+
+
+@pytest.fixture
+def server(live_server: LiveServer) -> LiveServer:
+    """The server ``client`` talks to; a test module overrides this fixture for other settings
+    or another app, and its tests' ``client`` follows."""
+    return live_server
+
+
+@pytest.fixture
+def client(server: LiveServer) -> Iterator[Any]:
+    """An ``httpx.Client`` of the test module's ``server``."""
+    with server.client() as c:
+        yield c
 
 
 # --------------------------------------------------------------------------------------------

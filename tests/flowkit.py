@@ -1,5 +1,6 @@
 """Helpers for the flow and task API tests: the service with the flow engine on a live server,
-module uploads, polling for a flow's status, a squaring worker, and small WAT flows."""
+module uploads, polling for a flow's status, a squaring worker, a short queue policy for an
+in-process server, and small WAT flows."""
 
 from __future__ import annotations
 
@@ -7,9 +8,14 @@ import base64
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import httpx
+
+if TYPE_CHECKING:
+    import pytest
+
+    from app.flows.policies import QueuePolicy
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOWS = ROOT / "examples" / "flows"
@@ -128,6 +134,18 @@ def lease(client: httpx.Client, queue: str = "square", wait: float = 5) -> dict[
         return None
     assert r.status_code == 200, r.text
     return r.json()
+
+
+def fast_policy(monkeypatch: pytest.MonkeyPatch, **changes: Any) -> QueuePolicy:
+    """Short backoff and leases for the in-process server: every queue gets this policy
+    (``changes`` override its fields) for the rest of the test; returns it."""
+    from app.flows.policies import PolicyBook, QueuePolicy
+
+    settings = {"max_attempts": 3, "backoff_initial": 0.1, "backoff_factor": 2.0,
+                "lease_timeout": 30.0, **changes}
+    policy = QueuePolicy(**settings)
+    monkeypatch.setattr(PolicyBook, "get", lambda self, queue: policy)
+    return policy
 
 
 def payload_of(task: dict[str, Any]) -> bytes:

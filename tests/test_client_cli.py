@@ -9,7 +9,6 @@ import os
 import pty
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from clusterkit import start_two_nodes
 from flowkit import COUNTER_WAT, FLOWS, ROOT, TRAP_WAT, lease, wat
 
 HELLO = str(FLOWS / "hello.wasm")
@@ -402,40 +402,12 @@ def test_cluster_on_a_single_node_and_tokens(spawn_server: Any) -> None:
                env={"DWASM_TOKEN": admin}).returncode == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 CLUSTER_SHARDS = 8
 
 
-def _settled(urls: list[str]) -> list[dict[str, Any]]:
-    """The nodes' views once every shard has one of them as owner, no shard is in handoff
-    and both route with the same map version."""
-    deadline = time.monotonic() + 60
-    while True:
-        views = [httpx.get(f"{u}/v1/cluster", timeout=10).json() for u in urls]
-        owners = [{a.get("owner") for a in v.get("assignments") or [{}]} for v in views]
-        if all(o == {"n0", "n1"} for o in owners) and len({v["version"] for v in views}) == 1 \
-                and not any(a.get("next_owner") for v in views for a in v["assignments"]) \
-                and all(v["ready"] for v in views):
-            return views
-        assert time.monotonic() < deadline, f"the cluster did not settle: {views}"
-        time.sleep(0.1)
-
-
 def test_cluster_of_two_nodes(etcd_server: Any, database_url: str, spawn_server: Any) -> None:
-    ports = [_free_port() for _ in range(2)]
-    urls = [f"http://127.0.0.1:{port}" for port in ports]
-    for i, port in enumerate(ports):
-        spawn_server(database_url, port=port, env={
-            "DWASM_ETCD": etcd_server.endpoint, "DWASM_NODE_ID": f"n{i}",
-            "DWASM_ADVERTISE_URL": urls[i], "DWASM_CLUSTER_SECRET": "cli-test-secret",
-            "DWASM_SHARDS": str(CLUSTER_SHARDS), "DWASM_LEASE_TTL": "2",
-            "DWASM_SHUTDOWN_GRACE": "1"})
-    views = _settled(urls)
+    urls, views = start_two_nodes(spawn_server, etcd_server.endpoint, database_url,
+                                  shards=CLUSTER_SHARDS)
     owned = {n: sum(1 for a in views[0]["assignments"] if a["owner"] == n) for n in ("n0", "n1")}
     assert sum(owned.values()) == CLUSTER_SHARDS
 
@@ -466,7 +438,8 @@ def test_shard_map_summary_with_handoff_and_unassigned_shards() -> None:
     it)."""
     from datetime import UTC, datetime
 
-    from app.client_cli import _age, _ranges, _shard_map_lines
+    from app.client.cluster import _ranges, _shard_map_lines
+    from app.client.queues import _age
 
     assignments = [{"owner": "n0", "incarnation": "a", "epoch": 3},
                    {"owner": "n0", "incarnation": "a", "epoch": 2, "next_owner": "n1",

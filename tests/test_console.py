@@ -14,8 +14,6 @@ import contextlib
 import os
 import re
 import shutil
-import socket
-import time
 from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from clusterkit import start_two_nodes
 from flowkit import COUNTER_WAT, ONE_TASK_WAT, ROOT, TRAP_WAT, start, upload, wait_for, wat
 
 from topology.shards import shard_of
@@ -700,35 +699,13 @@ def test_console_asks_for_a_token_and_keeps_it_in_the_tab(token_server: Any, pag
 CLUSTER_SHARDS = 8
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def two_nodes(etcd_server: Any, database_url: str, spawn_server: Any) -> list[str]:
     """Two ``dwasm serve`` processes (n0, n1) sharing one etcd and one database, once every
     shard has an owner and both nodes route with the same map; their URLs."""
-    ports = [_free_port() for _ in range(2)]
-    urls = [f"http://127.0.0.1:{port}" for port in ports]
-    for i, port in enumerate(ports):
-        spawn_server(database_url, port=port, env={
-            "DWASM_ETCD": etcd_server.endpoint, "DWASM_NODE_ID": f"n{i}",
-            "DWASM_ADVERTISE_URL": urls[i], "DWASM_CLUSTER_SECRET": "console-test-secret",
-            "DWASM_SHARDS": str(CLUSTER_SHARDS), "DWASM_LEASE_TTL": "2",
-            "DWASM_SHUTDOWN_GRACE": "1"})  # the test stops them: no need to hand over
-    deadline = time.monotonic() + 60
-    while True:
-        views = [httpx.get(f"{u}/v1/cluster", timeout=10).json() for u in urls]
-        owners = [{a.get("owner") for a in v.get("assignments") or [{}]} for v in views]
-        settled = all(o == {"n0", "n1"} for o in owners) and len(
-            {v["version"] for v in views}) == 1 and not any(
-            a.get("next_owner") for v in views for a in v["assignments"])
-        if settled:
-            return urls
-        assert time.monotonic() < deadline, f"the cluster did not settle: {views}"
-        time.sleep(0.1)
+    urls, _ = start_two_nodes(spawn_server, etcd_server.endpoint, database_url,
+                              shards=CLUSTER_SHARDS)
+    return urls
 
 
 def test_console_works_through_any_node_of_a_cluster(two_nodes: list[str], page: Any,

@@ -15,17 +15,6 @@ from flowkit import (BAD_IMPORT_WAT, COUNTER_WAT, TRAP_WAT, ROOT, SquareWorker, 
                      lease, start, upload, wait_for, wat)
 
 
-@pytest.fixture
-def server(start_live_server: Any) -> Any:
-    return start_live_server()
-
-
-@pytest.fixture
-def client(server: Any) -> Any:
-    with server.client() as c:
-        yield c
-
-
 # --- plain WASI flows ---------------------------------------------------------------------------
 
 def test_plain_wasi_flow_completes_with_stdout_and_exit_code(client: httpx.Client) -> None:

@@ -18,17 +18,6 @@ from app.flows.retention import RetentionConfig, collect_chunks
 from topology.fencing import claim_shards
 
 
-@pytest.fixture
-def server(start_live_server: Any) -> Any:
-    return start_live_server()
-
-
-@pytest.fixture
-def client(server: Any) -> Any:
-    with server.client() as c:
-        yield c
-
-
 def on_loop(server: Any, coro: Any, timeout: float = 60) -> Any:
     """Run ``coro`` on the live server's event loop (where its engine and pool live)."""
     return asyncio.run_coroutine_threadsafe(coro, server.app.state.engine.loop).result(timeout)

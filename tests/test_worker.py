@@ -17,39 +17,22 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from app.flows.policies import PolicyBook, QueuePolicy
 from app.worker import (LeaseLost, PermanentError, RetryableError, RetryPolicy, TaskClient,
                         TaskFinished, TaskNotFound, Unavailable, Worker, current_task)
 from app.worker.client import parse_retry_after
 from dbfixtures import LiveServer
-from flowkit import ONE_TASK_WAT, ROOT, flow_app, start, upload, wait_for, wat
+from flowkit import ONE_TASK_WAT, ROOT, fast_policy, flow_app, start, upload, wait_for, wat
 
 
 @pytest.fixture
 def server(start_live_server: Any) -> Any:
     return start_live_server(app_factory=flow_app)
-
-
-@pytest.fixture
-def client(server: Any) -> Iterator[httpx.Client]:
-    with server.client() as c:
-        yield c
-
-
-def fast_policy(monkeypatch: pytest.MonkeyPatch, **changes: Any) -> QueuePolicy:
-    """Short backoff and leases for the in-process server."""
-    settings = {"max_attempts": 3, "backoff_initial": 0.1, "backoff_factor": 2.0,
-                "lease_timeout": 30.0, **changes}
-    policy = QueuePolicy(**settings)
-    monkeypatch.setattr(PolicyBook, "get", lambda self, queue: policy)
-    return policy
 
 
 class Running:

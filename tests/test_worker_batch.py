@@ -20,10 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
-from app.flows.policies import PolicyBook, QueuePolicy
 from app.worker import PermanentError, RetryPolicy, Worker, current_task
 from dbfixtures import LiveServer
-from flowkit import ONE_TASK_WAT, flow_app, start, upload, wait_for, wat
+from flowkit import ONE_TASK_WAT, fast_policy, flow_app, start, upload, wait_for, wat
 
 LEASE_BATCH = "/v1/queues/{queue}/lease-batch"
 REPORTS = "/v1/task-reports"
@@ -33,20 +32,6 @@ LEASE = "/v1/queues/{queue}/lease"
 @pytest.fixture
 def server(start_live_server: Any) -> Any:
     return start_live_server(app_factory=flow_app)
-
-
-@pytest.fixture
-def client(server: Any) -> Any:
-    with server.client() as c:
-        yield c
-
-
-def fast_policy(monkeypatch: pytest.MonkeyPatch, **changes: Any) -> QueuePolicy:
-    settings = {"max_attempts": 3, "backoff_initial": 0.1, "backoff_factor": 2.0,
-                "lease_timeout": 30.0, **changes}
-    policy = QueuePolicy(**settings)
-    monkeypatch.setattr(PolicyBook, "get", lambda self, queue: policy)
-    return policy
 
 
 def requests_by_route(client: httpx.Client) -> Counter[str]:
