@@ -63,7 +63,8 @@ def start_two_nodes(spawn_server: Callable[..., Any], etcd_endpoint: str, databa
 
 def settled_views(urls: list[str], deadline: float = 60) -> list[dict[str, Any]]:
     """The nodes' views (nodes ``n0``, ``n1``, ... at ``urls``) once every shard has one of them
-    as owner, no shard is in handoff, all route with the same map version and all are ready."""
+    as owner, no shard is in handoff, all route with the same map version, all are ready and
+    each holds (has claimed) exactly the shards the map gives it."""
     nodes = {f"n{i}" for i in range(len(urls))}
     end = time.monotonic() + deadline
     while True:
@@ -71,7 +72,10 @@ def settled_views(urls: list[str], deadline: float = 60) -> list[dict[str, Any]]
         owners = [{a.get("owner") for a in v.get("assignments") or [{}]} for v in views]
         if all(o == nodes for o in owners) and len({v["version"] for v in views}) == 1 \
                 and not any(a.get("next_owner") for v in views for a in v["assignments"]) \
-                and all(v["ready"] for v in views):
+                and all(v["ready"] for v in views) \
+                and all(sorted(v.get("held") or []) == [
+                    s for s, a in enumerate(v["assignments"]) if a.get("owner") == v["node_id"]]
+                        for v in views):
             return views
         assert time.monotonic() < end, f"the cluster did not settle: {views}"
         time.sleep(0.1)
