@@ -25,6 +25,7 @@ from vm.errors import InvalidError, MalformedError, TrapError
 
 from . import runner
 from .client.commands import add_client_commands
+from .client.errors import ClientError
 from .statedir import StateDirError
 
 EXIT_OK = 0
@@ -53,14 +54,9 @@ EXIT_CODES = {
 }
 
 
-class CliError(Exception):
-    """A failure to report as one ``error:`` line plus an exit status."""
-
-    def __init__(self, message: str, exit_code: int, details: Sequence[str] = ()) -> None:
-        super().__init__(message)
-        self.message = message
-        self.exit_code = exit_code
-        self.details = list(details)
+#: A failure to report as one ``error:`` line plus an exit status: the same for the local
+#: commands here and the client commands of app/client.
+CliError = ClientError
 
 
 # --------------------------------------------------------------------------------------------
