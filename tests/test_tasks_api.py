@@ -25,12 +25,6 @@ def server(start_live_server: Any) -> Any:
 
 
 @pytest.fixture
-def client(server: Any) -> Any:
-    with server.client() as c:
-        yield c
-
-
-@pytest.fixture
 def fast_policy(client: httpx.Client) -> QueuePolicy:
     """Short leases and backoff for queue "work", set through the API."""
     policy = QueuePolicy(max_attempts=3, backoff_initial=0.2, backoff_factor=2.0,
