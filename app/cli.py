@@ -25,16 +25,14 @@ from vm.errors import InvalidError, MalformedError, TrapError
 
 from . import runner
 from .client.commands import add_client_commands
-from .client.errors import ClientError
+from .client.errors import (EXIT_FILE, EXIT_FLOW_CANCELLED, EXIT_FLOW_FAILED, EXIT_INTERRUPTED,
+                            EXIT_SERVICE, EXIT_USAGE, EXIT_WAIT_TIMEOUT, ClientError)
 from .statedir import StateDirError
 
 EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_FILE = 3
 EXIT_MODULE = 4
 EXIT_LINK = 5
 EXIT_TRAP = 6
-EXIT_SERVICE = 7
 
 EXIT_CODES = {
     EXIT_OK: "success",
@@ -47,10 +45,10 @@ EXIT_CODES = {
     8: "a checkpoint would exceed --max-snapshot-bytes",
     EXIT_SERVICE: "the service cannot start (bad settings, database unreachable, failed "
                   "migration, address in use), or it refused a client command",
-    9: "dwasm flows start --wait: the flow failed",
-    10: "dwasm flows start --wait: the flow was cancelled",
-    11: "dwasm flows start --wait: --timeout ran out (the flow goes on)",
-    130: "interrupted (SIGINT/SIGTERM); a durable run checkpointed first",
+    EXIT_FLOW_FAILED: "dwasm flows start --wait: the flow failed",
+    EXIT_FLOW_CANCELLED: "dwasm flows start --wait: the flow was cancelled",
+    EXIT_WAIT_TIMEOUT: "dwasm flows start --wait: --timeout ran out (the flow goes on)",
+    EXIT_INTERRUPTED: "interrupted (SIGINT/SIGTERM); a durable run checkpointed first",
 }
 
 

@@ -165,17 +165,13 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _url(sock: socket.socket) -> str:
+def _url(sock: socket.socket, *, local: bool = False) -> str:
+    """The socket's URL; ``local``: as a browser on this machine reaches it (a wildcard bind
+    means loopback)."""
     host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-def _console_url(sock: socket.socket) -> str:
-    """Where a browser on this machine finds the console (a wildcard bind means loopback)."""
-    host, port = sock.getsockname()[:2]
-    if host in ("0.0.0.0", "::"):
+    if local and host in ("0.0.0.0", "::"):
         host = "127.0.0.1"
-    return f"http://{f'[{host}]' if ':' in host else host}:{port}/ui"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 async def _serve(settings: Settings, url: str, stop: _StopSignals,
@@ -208,7 +204,7 @@ async def _serve(settings: Settings, url: str, stop: _StopSignals,
                 await asyncio.sleep(0.02)
             if server.started:
                 say(f"listening on {_url(sock)}")
-                say(f"web console: {_console_url(sock)}")
+                say(f"web console: {_url(sock, local=True)}/ui")
                 if notice:
                     say(notice)
             while not server.should_exit:
