@@ -25,7 +25,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .client import (RETRY_STATUSES, ApiError, Cancelled, Report, RetryPolicy, ServiceError,
+from .client import (RETRY_STATUSES, ApiError, Cancelled, Report, ServiceError,
                      TaskNotFound, Unavailable)
 from .task import TaskContext
 
@@ -166,22 +166,17 @@ class Reporter:
                     self._pending.remove(outcome)
                 return batch
 
-    def _policy(self, batch: list[Outcome]) -> RetryPolicy:
-        retry = self.worker.retry
-        left = min(o.deadline for o in batch) - time.monotonic()
-        return RetryPolicy(retry.initial, retry.factor, retry.max_delay, retry.jitter,
-                           max_elapsed=max(0.0, left))
-
     def _send(self, batch: list[Outcome]) -> None:
         worker = self.worker
         if worker.single_reports:
             for outcome in batch:
                 worker._deliver_single(outcome)
             return
+        deadline = min(o.deadline for o in batch)
         try:
             results = worker.client.report_batch([o.report() for o in batch],
                                                  cancel=worker._abandon,
-                                                 retry=self._policy(batch))
+                                                 retry=worker._report_retry(deadline))
         except ApiError as exc:
             if batch_unsupported(exc):
                 worker._batch_unsupported("report", exc)

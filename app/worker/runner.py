@@ -14,13 +14,14 @@ more; tasks leased but not started are left to their leases' expiry like the run
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import logging
 import threading
 from collections import deque
 from typing import TYPE_CHECKING
 
-from .client import ApiError, Cancelled, RetryPolicy
+from .client import ApiError, Cancelled
 from .task import TaskContext
 
 if TYPE_CHECKING:
@@ -59,9 +60,8 @@ class QueueRunner:
 
     def _lease_loop(self) -> None:
         worker = self.worker
-        retry = worker.retry
-        policy = RetryPolicy(retry.initial, retry.factor, retry.max_delay, retry.jitter,
-                             max_elapsed=None)  # leasing outlives service restarts
+        # leasing outlives service restarts
+        policy = dataclasses.replace(worker.retry, max_elapsed=None)
         try:
             while not worker._stopping.is_set():
                 with self._slot_free:

@@ -49,6 +49,7 @@ structured formatter such as :class:`app.worker.logs.JsonFormatter`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import logging
 import os
@@ -440,10 +441,9 @@ class Worker:
         return Outcome(context, "fail", duration_ms, error=error_text(exc),
                        retryable=not isinstance(exc, PermanentError), exc=exc)
 
-    def _report_retry(self, outcome: Outcome) -> RetryPolicy:
-        left = outcome.deadline - time.monotonic() if outcome.deadline else self.report_timeout
-        return RetryPolicy(self.retry.initial, self.retry.factor, self.retry.max_delay,
-                           self.retry.jitter, max_elapsed=max(0.0, left))
+    def _report_retry(self, deadline: float) -> RetryPolicy:
+        """The worker's retry policy, bounded to end by ``deadline`` (a monotonic time)."""
+        return dataclasses.replace(self.retry, max_elapsed=max(0.0, deadline - time.monotonic()))
 
     # --- reporting --------------------------------------------------------------------------
 
@@ -455,10 +455,10 @@ class Worker:
         try:
             if outcome.op == "complete":
                 state = self.client.complete(task, outcome.result, cancel=self._abandon,
-                                             retry=self._report_retry(outcome))
+                                             retry=self._report_retry(outcome.deadline))
             else:
                 state = self.client.fail(task, outcome.error, outcome.retryable,
-                                         cancel=self._abandon, retry=self._report_retry(outcome))
+                                         cancel=self._abandon, retry=self._report_retry(outcome.deadline))
         except ServiceError as exc:
             self._refused(outcome, exc)
         else:
