@@ -236,9 +236,7 @@ def cmd_signal(api: Api, ns: argparse.Namespace) -> int:
         payload = read_file(ns.payload_file, "payload file")
     elif ns.payload is not None:
         payload = ns.payload.encode("utf-8", "surrogateescape")
-    from urllib.parse import quote
-
-    sent = api.request("POST", _flow_path(ns.id, f"/signals/{quote(ns.name, safe='')}"),
+    sent = api.request("POST", _flow_path(ns.id, resource_path("/signals", ns.name)),
                        content=payload, headers={"Content-Type": "application/octet-stream"})
     if ns.json:
         print_json(sent)
@@ -278,12 +276,10 @@ def cmd_events(api: Api, ns: argparse.Namespace) -> int:
 
 
 def cmd_query(api: Api, ns: argparse.Namespace) -> int:
-    from urllib.parse import quote
-
     body: dict[str, Any] = {"args": list(ns.args)}
     if ns.fuel is not None:
         body["fuel"] = ns.fuel
-    result = api.request("POST", _flow_path(ns.id, f"/query/{quote(ns.export, safe='')}"),
+    result = api.request("POST", _flow_path(ns.id, resource_path("/query", ns.export)),
                          json=body)
     if ns.json:
         print_json(result)

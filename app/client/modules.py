@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from .api import Api
+from .api import Api, resource_path
 from .inputs import read_file
 from .output import fields, print_json, table, when
 
@@ -51,7 +51,7 @@ def cmd_list(api: Api, ns: argparse.Namespace) -> int:
 
 
 def cmd_get(api: Api, ns: argparse.Namespace) -> int:
-    info = api.request("GET", f"/v1/modules/{ns.id}")
+    info = api.request("GET", resource_path("/v1/modules", ns.id))
     if ns.json:
         print_json(info)
         return 0
