@@ -631,6 +631,15 @@ class FlowEngine:
 
     # --- checkpoints --------------------------------------------------------------------------
 
+
+    async def _write(self, cp: store.Checkpoint, skip_signals: Any,
+                     fence: tuple[int, int] | None) -> tuple[int, str] | None:
+        """Commit ``cp`` (the one fenced SQL statement of every checkpoint), as this node."""
+        return await store.commit_checkpoint(
+            self.db.pool, cp, skip_signals, fence,
+            self.topology.node_id if self.topology is not None else None,
+            self.chunks.refresh_after)
+
     async def _commit(self, run: FlowRun, status: str, reason: dict[str, Any] | None = None, *,
                       exit_code: int | None = None, error: str | None = None,
                       cap: Capture | None = None) -> str | None:
@@ -689,13 +698,9 @@ class FlowEngine:
         fence = self.fence_of(flow_id)
         if fence is False:  # the shard went away meanwhile: the new owner takes over
             return None
-        began = time.perf_counter()
-        sent_at = time.monotonic()
+        began = time.monotonic()
         try:
-            written = await store.commit_checkpoint(
-                self.db.pool, cp, run.consumed_signals, fence,
-                self.topology.node_id if self.topology is not None else None,
-                self.chunks.refresh_after)
+            written = await self._write(cp, run.consumed_signals, fence)
             if written is None:
                 return None
             new_seq, cp.status = written
@@ -715,9 +720,9 @@ class FlowEngine:
             await self._commit_failure(run, f"cannot store the checkpoint: {exc}")
             return None
         run.committed(cap, new_seq)
-        self.chunks.committed(cap.chunks.items(), sent_at)
+        self.chunks.committed(cap.chunks.items(), began)
         self.stats["checkpoints"] += 1
-        self._observe_checkpoint(cap, cp, time.perf_counter() - began)
+        self._observe_checkpoint(cap, cp, time.monotonic() - began)
         self._after_commit(run, cp)
         return cp.status
 
@@ -795,9 +800,7 @@ class FlowEngine:
         cp = store.Checkpoint(flow_id=flow_id, expected_seq=seq, status="failed", manifest=None,
                               error=error, events=[("failed", {"error": error})])
         try:
-            written = await store.commit_checkpoint(
-                self.db.pool, cp, (), fence,
-                self.topology.node_id if self.topology is not None else None)
+            written = await self._write(cp, (), fence)
         except FencedError as exc:
             await self.fenced(exc.shard, exc.epoch)
             return False
@@ -904,15 +907,13 @@ class FlowEngine:
             shards = self.shards()
             if shards.owned is not None and not shards.owned:
                 break
-            epochs = None
-            count = 1
-            if self.topology is not None:
-                epochs = {s: self._owned[s] for s in shards.owned or () if s in self._owned}
-                count = self.topology.config.shards
+            # shards.owned was taken from _owned just now: each has its epoch there
+            epochs = (None if self.topology is None
+                      else {s: self._owned[s] for s in shards.owned or ()})
             try:
                 done = await delete_finished_batch(self.db.pool, retention,
                                                    self.retention.retention_batch, shards,
-                                                   epochs, count)
+                                                   epochs)
             except FencedError as exc:
                 log.warning("retention fenced (%s); the shard's new owner deletes there", exc)
                 await self.fenced(exc.shard, exc.epoch)

@@ -66,11 +66,6 @@ class RetentionConfig:
     def grace(self) -> float:
         return 3 * self.chunk_ttl if self.gc_grace is None else self.gc_grace
 
-    @property
-    def chunk_refresh(self) -> float:
-        """A checkpoint re-sending a chunk touches it when its touched_at is older than this."""
-        return self.chunk_ttl / 4
-
 
 # --- retention ---------------------------------------------------------------------------------
 
@@ -110,7 +105,7 @@ class Deleted:
 
 
 async def delete_finished_batch(pool: Any, retention: float, limit: int, shards: Any,
-                                epochs: dict[int, int] | None, shard_count: int) -> Deleted:
+                                epochs: dict[int, int] | None) -> Deleted:
     """Delete up to ``limit`` finished flows older than ``retention`` seconds in ``shards``
     (an ``app.flows.store.Shards``), with their events, signals and tasks, in one
     transaction. ``epochs``: shard → epoch this node holds (None: unfenced, no topology);
@@ -121,7 +116,7 @@ async def delete_finished_batch(pool: Any, retention: float, limit: int, shards:
         if not rows:
             return Deleted()
         if epochs is not None:
-            held = sorted({r["shard"] % shard_count for r in rows})
+            held = sorted({r["shard"] % shards.count for r in rows})
             fenced = await conn.fetch("SELECT s FROM dwasm_fenced_shards($1::int[], "
                                       "$2::bigint[]) AS s",
                                       held, [epochs.get(s, 0) for s in held])

@@ -29,7 +29,6 @@ from topology.shards import flow_hash
 TERMINAL = ("completed", "failed", "cancelled")
 ACTIVE = ("running", "waiting")
 TASK_DONE = ("completed", "failed", "cancelled")
-CHUNK_REFRESH = 900.0  # default of commit_checkpoint's chunk_refresh (a quarter of 1 h)
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -267,10 +266,9 @@ class Checkpoint:
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
-async def commit_checkpoint(conn: Any, cp: Checkpoint, skip_signals: Sequence[int] = (),
-                            fence: tuple[int, int] | None = None,
-                            node: str | None = None,
-                            chunk_refresh: float = CHUNK_REFRESH) -> tuple[int, str] | None:
+async def commit_checkpoint(conn: Any, cp: Checkpoint, skip_signals: Sequence[int],
+                            fence: tuple[int, int] | None, node: str | None,
+                            chunk_refresh: float) -> tuple[int, str] | None:
     """Commit ``cp`` in one round trip (``dwasm_checkpoint``, migrations/0003_fast_paths.sql,
     in its version of 0006_retention_gc.sql):
     lock the flow, check it is still at ``cp.expected_seq``, decide whether a ``waiting``
