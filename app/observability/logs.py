@@ -43,7 +43,7 @@ REQUEST_ID_MAX = 128
 #: Loggers that say one line per outgoing HTTP request at INFO (the forwarder's client).
 _CHATTY = ("httpx", "httpcore")
 #: Attributes every LogRecord has; any other attribute came from ``extra=`` and becomes a field.
-_RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {
+RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {
     "message", "asctime", "taskName", "color_message"}
 _BASE_KEYS = ("ts", "level", "logger", "message")
 
@@ -133,7 +133,7 @@ class JsonFormatter(logging.Formatter):
                                "message": record.getMessage()}
         out.update(context_fields())
         for key, value in record.__dict__.items():
-            if key not in _RECORD_ATTRS and key not in _BASE_KEYS:
+            if key not in RECORD_ATTRS and key not in _BASE_KEYS:
                 out[key] = value
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)

@@ -10,17 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 from typing import Any, TextIO
 
-# Attributes every LogRecord has; anything else on a record came from ``extra``.
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
-    "message", "asctime", "taskName"}
+from ..observability.logs import RECORD_ATTRS, rfc3339
 
 
 def record_fields(record: logging.LogRecord) -> dict[str, Any]:
     """The ``extra`` fields of a record."""
-    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
+    return {k: v for k, v in record.__dict__.items() if k not in RECORD_ATTRS}
 
 
 class JsonFormatter(logging.Formatter):
@@ -28,8 +25,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-                  + f".{int(record.msecs):03d}Z",
+            "ts": rfc3339(record.created),
             "level": record.levelname.lower(), "logger": record.name,
             "msg": record.getMessage()}
         out.update(record_fields(record))
